@@ -1,0 +1,142 @@
+"""Model configuration: the architecture keys stored in a model file's `config` metadata.
+
+The JSON form and the tensor names follow ../shared/spec/model-format.md (format "charlm/1").
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from charlm.errors import CharlmError
+
+FORMAT = "charlm/1"
+LEVELS = ("char", "word")
+CELLS = ("rnn", "gru", "lstm")
+ACTIVATIONS = ("tanh", "relu")
+GRU_VARIANTS = ("full", "minimal")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    level: str = "char"          # "char": one token per code point; "word": whitespace split
+    cell: str = "lstm"           # recurrent cell: "rnn" | "gru" | "lstm"
+    layers: int = 2              # stacked recurrent layers, each feeding the next
+    hidden: int = 256            # H: hidden units per layer and direction
+    embed: int = 256             # E: embedding size (the input size of layer 0)
+    vocab_size: int = 2          # V: tokens in the vocabulary, specials included
+    unk_id: int = 0              # id of <unk>
+    eos_id: int = 1              # id of <eos>
+    lowercase: bool = False      # text is lower-cased before lookup
+    tied: bool = False           # decoder.weight is embedding.weight (needs embed == hidden)
+    activation: str = "tanh"     # rnn only: "tanh" | "relu"
+    gru_variant: str = "full"    # gru only: "full" (r, z, n) | "minimal" (z, n)
+    peephole: bool = False       # lstm only: diagonal peephole weights p_i, p_f, p_o
+    bidirectional: bool = False  # every layer also runs right to left (not for language models)
+
+    def __post_init__(self):
+        checks = [
+            (self.level in LEVELS, f"level must be one of {LEVELS}, got {self.level!r}"),
+            (self.cell in CELLS, f"cell must be one of {CELLS}, got {self.cell!r}"),
+            (self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}"),
+            (self.gru_variant in GRU_VARIANTS, f"gru_variant must be one of {GRU_VARIANTS}, got {self.gru_variant!r}"),
+            (_posint(self.layers), f"layers must be a positive integer, got {self.layers!r}"),
+            (_posint(self.hidden), f"hidden must be a positive integer, got {self.hidden!r}"),
+            (_posint(self.embed), f"embed must be a positive integer, got {self.embed!r}"),
+            (_posint(self.vocab_size) and self.vocab_size >= 2,
+             f"vocab_size must be an integer >= 2, got {self.vocab_size!r}"),
+            (_id_ok(self.unk_id, self.vocab_size) and _id_ok(self.eos_id, self.vocab_size)
+             and self.unk_id != self.eos_id, f"unk_id {self.unk_id!r} and eos_id {self.eos_id!r} must be distinct ids below vocab_size"),
+            (not self.tied or self.embed == self.hidden,
+             f"tied weights need embed == hidden, got embed {self.embed} and hidden {self.hidden}"),
+            (not (self.tied and self.bidirectional), "tied weights need a unidirectional model"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise CharlmError(message)
+        for name in ("lowercase", "tied", "peephole", "bidirectional"):
+            if not isinstance(getattr(self, name), bool):
+                raise CharlmError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    @property
+    def gates(self) -> int:
+        """G: gate blocks stacked in weight_ih / weight_hh."""
+        if self.cell == "lstm":
+            return 4
+        if self.cell == "gru":
+            return 3 if self.gru_variant == "full" else 2
+        return 1
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def layer_input(self, k: int) -> int:
+        """In: the input size of layer k."""
+        return self.embed if k == 0 else self.hidden * self.directions
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor of a model file with its shape, in a stable order."""
+        V, E, H, G = self.vocab_size, self.embed, self.hidden, self.gates
+        shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (V, E)}
+        for k in range(self.layers):
+            for suffix in ("", "_reverse")[: self.directions]:
+                shapes[f"rnn.weight_ih_l{k}{suffix}"] = (G * H, self.layer_input(k))
+                shapes[f"rnn.weight_hh_l{k}{suffix}"] = (G * H, H)
+                shapes[f"rnn.bias_ih_l{k}{suffix}"] = (G * H,)
+                shapes[f"rnn.bias_hh_l{k}{suffix}"] = (G * H,)
+                if self.cell == "lstm" and self.peephole:
+                    shapes[f"rnn.weight_peep_l{k}{suffix}"] = (3, H)
+        if not self.tied:
+            shapes["decoder.weight"] = (V, H * self.directions)
+        shapes["decoder.bias"] = (V,)
+        return shapes
+
+    def to_json(self) -> str:
+        """The spec's `config` metadata: only the keys that apply to this cell are written."""
+        d = dataclasses.asdict(self)
+        if self.cell != "rnn":
+            del d["activation"]
+        if self.cell != "gru":
+            del d["gru_variant"]
+        if self.cell != "lstm":
+            del d["peephole"]
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, vocab_size: int) -> "ModelConfig":
+        """Parse `config` metadata; unknown keys are ignored, missing required ones are an error."""
+        d = json.loads(text)
+        if not isinstance(d, dict):
+            raise CharlmError("config metadata is not a JSON object")
+        required = ("level", "cell", "layers", "hidden", "embed", "unk_id", "eos_id", "lowercase", "tied")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise CharlmError(f"config metadata lacks {', '.join(missing)}")
+        if "vocab_size" in d and d["vocab_size"] != vocab_size:
+            raise CharlmError(f"config says vocab_size {d['vocab_size']} but the vocabulary has {vocab_size} tokens")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in fields}
+        kwargs["vocab_size"] = vocab_size
+        return cls(**kwargs)
+
+    def describe(self) -> str:
+        """A short human name such as 'lstm 2x256 (char)'."""
+        name = self.cell
+        if self.cell == "rnn":
+            name += f"-{self.activation}"
+        elif self.cell == "gru":
+            name += f"-{self.gru_variant}"
+        elif self.peephole:
+            name += "-peephole"
+        if self.bidirectional:
+            name = "bi" + name
+        return f"{name} {self.layers}x{self.hidden} ({self.level})"
+
+
+def _posint(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _id_ok(v, n) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < n

@@ -1,0 +1,203 @@
+"""The language model's math over one window: forward, loss and backward for B streams of T steps.
+
+Parameters live in a dict keyed by the model file's tensor names (model-format.md). The network:
+    X_0 = embedding.weight[x]                                    # (T, B, E)
+    X_{k+1} = layer_k(X_k ⊙ m_k)  (both directions concatenated)  # (T, B, H*dirs)
+    Z = (X_L ⊙ m_L) decoder.weight^T + decoder.bias              # (T*B, V)
+    loss = mean_n -log softmax(Z_n)[y_n]
+m_k are dropout masks (training only; None means no dropout). The state carried between windows is one
+array S (L, 2, B, H): S[k, 0] = h and S[k, 1] = c of layer k (c unused except by the LSTM).
+Bidirectional layers always start from a zero state and carry none.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from charlm.config import ModelConfig
+from charlm.kernels.cells import GRU_FULL, LSTM, cell_code, layer_backward, layer_forward
+from charlm.kernels.loss import logsoftmax_nll, scatter_add_rows, softmax_xent
+
+
+def init_params(cfg: ModelConfig, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
+    """PyTorch's initialisation: U(-1/sqrt(H), 1/sqrt(H)) for the cells, N(0, 1)·0.1 for the embedding.
+
+    The decoder starts at U(-0.1, 0.1) with a zero bias.
+    """
+    params = {}
+    k = 1.0 / np.sqrt(cfg.hidden)
+    for name, shape in cfg.param_shapes().items():
+        if name == "embedding.weight":
+            p = rng.uniform(-0.1, 0.1, shape)
+        elif name == "decoder.weight":
+            p = rng.uniform(-0.1, 0.1, shape)
+        elif name == "decoder.bias":
+            p = np.zeros(shape)
+        else:
+            p = rng.uniform(-k, k, shape)
+        params[name] = np.ascontiguousarray(p, dtype=dtype)
+    return params
+
+
+def zero_state(cfg: ModelConfig, batch: int, dtype=np.float32) -> np.ndarray:
+    return np.zeros((cfg.layers, 2, batch, cfg.hidden), dtype=dtype)
+
+
+def _suffixes(cfg):
+    return ("", "_reverse")[: cfg.directions]
+
+
+def _decoder(cfg, P):
+    return P["embedding.weight"] if cfg.tied else P["decoder.weight"]
+
+
+def forward(cfg: ModelConfig, P, x, state=None, masks=None):
+    """Run the recurrent stack over x (T, B) token ids.
+
+    Returns (Y (T, B, H*dirs) top outputs after the decoder dropout, caches for `backward`, new state).
+    masks: None, or a list of L+1 arrays (or None each) multiplying layer k's input (k < L) and the
+    decoder's input (k = L).
+    """
+    T, B = x.shape
+    H, G = cfg.hidden, cfg.gates
+    dtype = P["embedding.weight"].dtype
+    code = cell_code(cfg)
+    tmp = np.empty(B * H * max(2 * G, 4), dtype)                    # scratch, see kernels.cells
+    new_state = None if cfg.bidirectional else zero_state(cfg, B, dtype)
+    caches = []
+    X = P["embedding.weight"][x]                                     # (T, B, E)
+    for k in range(cfg.layers):
+        if masks is not None and masks[k] is not None:
+            X = X * masks[k]
+        In = X.shape[2]
+        outs = []
+        for s in _suffixes(cfg):
+            Xs = np.ascontiguousarray(X[::-1]) if s else X
+            b = P[f"rnn.bias_ih_l{k}{s}"] + P[f"rnn.bias_hh_l{k}{s}"]
+            XP = (Xs.reshape(T * B, In) @ P[f"rnn.weight_ih_l{k}{s}"].T + b).reshape(T, B, G * H)
+            Hs = np.empty((T + 1, B, H), dtype)
+            Cs = np.empty((T + 1, B, H), dtype) if cfg.cell == "lstm" else np.zeros((T + 1, 1, 1), dtype)
+            if state is None or s:
+                Hs[0] = 0.0
+                Cs[0] = 0.0
+            else:
+                Hs[0] = state[k, 0]
+                if cfg.cell == "lstm":
+                    Cs[0] = state[k, 1]
+            A = np.empty((T, B, G * H), dtype)
+            RH = np.empty((T if code == GRU_FULL else 1, B, H), dtype)
+            layer_forward(code, XP, P[f"rnn.weight_hh_l{k}{s}"], _peep(cfg, P, k, s, dtype),
+                          Hs, Cs, A, RH, tmp)
+            outs.append(np.ascontiguousarray(Hs[:0:-1]) if s else Hs[1:])
+            caches.append((Xs, Hs, Cs, A, RH))
+            if new_state is not None:
+                new_state[k, 0] = Hs[T]
+                if cfg.cell == "lstm":
+                    new_state[k, 1] = Cs[T]
+        X = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
+    if masks is not None and masks[cfg.layers] is not None:
+        X = X * masks[cfg.layers]
+    return X, caches, new_state
+
+
+def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.ndarray]:
+    """Gradients of every recurrent and embedding parameter from dY (T, B, H*dirs), the gradient of
+    `forward`'s output. The gradient of the initial state is dropped (truncated BPTT)."""
+    T, B = x.shape
+    H, G = cfg.hidden, cfg.gates
+    dtype = dY.dtype
+    code = cell_code(cfg)
+    grads = {name: np.zeros_like(P[name]) for name in P}
+    tmp = np.empty(B * H * max(2 * G, 4), dtype)                    # scratch, see kernels.cells
+    zeros = np.zeros((B, H), dtype)
+    dh, dc = np.empty((B, H), dtype), np.empty((B, H), dtype)
+    if masks is not None and masks[cfg.layers] is not None:
+        dY = dY * masks[cfg.layers]                                   # dropout: d(X m) = dX m
+    caches = list(caches)
+    for k in range(cfg.layers - 1, -1, -1):
+        dX = None
+        for d, s in reversed(list(enumerate(_suffixes(cfg)))):
+            Xs, Hs, Cs, A, RH = caches.pop()
+            In = Xs.shape[2]
+            Whh = P[f"rnn.weight_hh_l{k}{s}"]
+            dYs = dY[:, :, d * H:(d + 1) * H]
+            dYs = np.ascontiguousarray(dYs[::-1] if s else dYs)       # (T, B, H) in processing order
+            dP = np.empty((T, B, G * H), dtype)
+            peep = _peep(cfg, P, k, s, dtype)
+            dpeep = np.zeros_like(peep)
+            layer_backward(code, Whh, peep, Hs, Cs, A, RH, dYs, zeros, zeros, dP, dpeep, dh, dc, tmp)
+            dP2 = dP.reshape(T * B, G * H)
+            grads[f"rnn.weight_ih_l{k}{s}"] += dP2.T @ Xs.reshape(T * B, In)      # dW_ih = dP^T X
+            Hprev = Hs[:-1].reshape(T * B, H)
+            if code == GRU_FULL:                                              # n block sees r*h
+                grads[f"rnn.weight_hh_l{k}{s}"][: 2 * H] += dP2[:, : 2 * H].T @ Hprev
+                grads[f"rnn.weight_hh_l{k}{s}"][2 * H:] += dP2[:, 2 * H:].T @ RH.reshape(T * B, H)
+            else:
+                grads[f"rnn.weight_hh_l{k}{s}"] += dP2.T @ Hprev                 # dW_hh = dP^T H_prev
+            db = dP2.sum(axis=0)
+            grads[f"rnn.bias_ih_l{k}{s}"] += db
+            grads[f"rnn.bias_hh_l{k}{s}"] += db
+            if code == LSTM and cfg.peephole:
+                grads[f"rnn.weight_peep_l{k}{s}"] += dpeep
+            dXs = (dP2 @ P[f"rnn.weight_ih_l{k}{s}"]).reshape(T, B, In)         # dX = dP W_ih
+            if s:
+                dXs = dXs[::-1]
+            dX = dXs if dX is None else dX + dXs
+        if masks is not None and masks[k] is not None:
+            dX = dX * masks[k]
+        dY = dX
+    scatter_add_rows(grads["embedding.weight"], x.reshape(-1), np.ascontiguousarray(dY).reshape(T * B, -1))
+    return grads
+
+
+def _peep(cfg, P, k, s, dtype):
+    if cfg.cell == "lstm" and cfg.peephole:
+        return P[f"rnn.weight_peep_l{k}{s}"]
+    return np.zeros((0, cfg.hidden), dtype)
+
+
+def logits(cfg: ModelConfig, P, Y) -> np.ndarray:
+    """Z = Y decoder.weight^T + decoder.bias, (T*B, V) for Y (T, B, H*dirs)."""
+    T, B, Hd = Y.shape
+    return Y.reshape(T * B, Hd) @ _decoder(cfg, P).T + P["decoder.bias"]
+
+
+def loss_and_grads(cfg: ModelConfig, P, x, y, state=None, masks=None):
+    """Mean NLL of targets y (T, B) after inputs x (T, B), its gradient for every parameter, new state."""
+    T, B = x.shape
+    N = T * B
+    Y, caches, new_state = forward(cfg, P, x, state, masks)
+    Z = logits(cfg, P, Y)                                             # (N, V)
+    nll = np.empty(N, np.float64)
+    softmax_xent(Z, y.reshape(-1), 1.0 / N, nll)                      # Z := dL/dZ
+    Yf = Y.reshape(N, -1)
+    dY = (Z @ _decoder(cfg, P)).reshape(Y.shape)                      # (T, B, H*dirs)
+    grads = backward(cfg, P, x, caches, dY, masks)
+    dD = Z.T @ Yf                                                     # (V, H*dirs)
+    if cfg.tied:
+        grads["embedding.weight"] += dD
+    else:
+        grads["decoder.weight"] = dD
+    grads["decoder.bias"] = Z.sum(axis=0)
+    return float(nll.mean()), grads, new_state
+
+
+def token_nll(cfg: ModelConfig, P, x, y, state=None):
+    """-log p(y[t, b]) as (T, B) float64 after inputs x (T, B), and the new state. No dropout."""
+    Y, _, new_state = forward(cfg, P, x, state)
+    Z = logits(cfg, P, Y)
+    nll = np.empty(Z.shape[0], np.float64)
+    logsoftmax_nll(Z, y.reshape(-1), nll)
+    return nll.reshape(x.shape), new_state
+
+
+def dropout_masks(cfg: ModelConfig, rng: np.random.Generator, T: int, B: int, p: float, dtype=np.float32):
+    """Inverted dropout masks for the inputs of layers 1..L-1 and of the decoder (layer 0's input, the
+    embedding, keeps all units). Each element is 0 with probability p, else 1/(1-p)."""
+    if p <= 0.0:
+        return None
+    keep = 1.0 - p
+    masks = [None]
+    width = cfg.hidden * cfg.directions
+    for _ in range(cfg.layers):
+        masks.append(((rng.random((T, B, width), dtype=np.float32) < keep) / keep).astype(dtype))
+    return masks
