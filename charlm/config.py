@@ -140,3 +140,43 @@ def _posint(v) -> bool:
 
 def _id_ok(v, n) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < n
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32          # B: parallel streams the corpus is cut into
+    seq_len: int = 64             # T: truncated-BPTT window; the state carries across windows
+    optimizer: str = "adam"       # "adam" | "sgd"
+    lr: float = 2e-3              # learning rate
+    momentum: float = 0.0         # sgd only
+    lr_decay: float = 1.0         # divide lr by this when validation stops improving (1 = never)
+    clip: float = 5.0             # global gradient-norm clip; 0 turns it off
+    dropout: float = 0.0          # p of dropping a unit between layers and before the decoder
+    epochs: float = 0             # passes over the training text (0 = no limit)
+    max_steps: int = 0            # optimizer steps of the whole run (0 = no limit)
+    time_budget: float = 0        # seconds of training (0 = no limit)
+    valid_fraction: float = 0.05  # tail of the corpus held out when no --valid file is given
+    valid_every: int = 0          # steps between validations (0: about every 2 % of the run, each epoch)
+    seed: int = 0                 # seeds initialisation, dropout and the data order
+    keep: str = "best"            # what --out holds at the end: "best" on validation | "last"
+
+    def __post_init__(self):
+        checks = [
+            (_posint(self.batch_size), f"--batch-size must be a positive integer, got {self.batch_size!r}"),
+            (_posint(self.seq_len), f"--seq-len must be a positive integer, got {self.seq_len!r}"),
+            (self.optimizer in ("adam", "sgd"), f"--optimizer must be adam or sgd, got {self.optimizer!r}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr!r}"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum!r}"),
+            (self.lr_decay >= 1, f"--lr-decay must be >= 1, got {self.lr_decay!r}"),
+            (self.clip >= 0, f"--clip must be >= 0 (0 = off), got {self.clip!r}"),
+            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout!r}"),
+            (self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs!r}"),
+            (self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps!r}"),
+            (self.time_budget >= 0, f"--time-budget must be >= 0, got {self.time_budget!r}"),
+            (0 < self.valid_fraction < 1, f"--valid-fraction must be in (0, 1), got {self.valid_fraction!r}"),
+            (self.valid_every >= 0, f"--valid-every must be >= 0, got {self.valid_every!r}"),
+            (self.keep in ("best", "last"), f"--keep must be best or last, got {self.keep!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise CharlmError(message)

@@ -1,0 +1,375 @@
+"""The command line: parse options, call the library, print. Nothing here imports NumPy or Numba at
+module level, so `charlm --help` starts fast; each command imports what it needs when it runs.
+
+Errors the user can fix (CharlmError) print one line on stderr and exit 1; an interrupted training run
+exits 130 after saving; anything unexpected prints one line and exits 2 (`--debug` shows the traceback).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import click
+
+from charlm import __version__
+
+EXIT_ERROR = 1
+EXIT_INTERNAL = 2
+EXIT_INTERRUPTED = 130
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class CharlmGroup(click.Group):
+    """Maps charlm's errors to one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("charlm: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as e:
+            from charlm.errors import CharlmError
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            if isinstance(e, CharlmError):
+                click.echo(f"charlm: error: {e}", err=True)
+                sys.exit(EXIT_ERROR)
+            if isinstance(e, MemoryError):
+                click.echo("charlm: error: out of memory: try a smaller --batch-size, --hidden or corpus", err=True)
+                sys.exit(EXIT_ERROR)
+            click.echo(f"charlm: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+                       err=True)
+            sys.exit(EXIT_INTERNAL)
+
+
+def model_option(f):
+    return click.option("-m", "--model", "model_path", envvar="CHARLM_MODEL", default="model.safetensors",
+                        show_default=True, type=click.Path(dir_okay=False),
+                        help="Model file (else $CHARLM_MODEL, else ./model.safetensors).")(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
+
+
+def threads_option(f):
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="CPU threads for the kernels and BLAS (default: all cores).")(f)
+
+
+def set_threads(n):
+    """Limit BLAS and Numba threads; must run before NumPy or Numba load."""
+    if n:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ[var] = str(n)
+
+
+def load_model(path):
+    from charlm.lm import LanguageModel
+    return LanguageModel.load(path)
+
+
+@click.group(cls=CharlmGroup, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="charlm")
+@click.option("--debug", is_flag=True, help="Show the Python traceback on errors.")
+@click.pass_context
+def main(ctx, debug):
+    """charlm: character- and word-level recurrent language models.
+
+    Train on plain text, sample novel text, score sentences, measure perplexity.
+
+    \b
+    Examples:
+      charlm train input.txt --hidden 256 --time-budget 600
+      charlm sample --temp 0.8 --prime "ROMEO:"
+      charlm score "To be, or not to be"
+      charlm perplexity valid.txt
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("corpus", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", default="model.safetensors", show_default=True, type=click.Path(dir_okay=False),
+              help="Where the model goes (the best on validation, or the last with --keep last).")
+@click.option("--level", type=click.Choice(["char", "word"]), default="char", show_default=True)
+@click.option("--lowercase", is_flag=True, help="Lower-case the text before lookup.")
+@click.option("--min-count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Tokens seen fewer times become <unk>.")
+@click.option("--max-vocab", type=click.IntRange(min=3), default=None,
+              help="Keep at most this many tokens (the two specials included).")
+@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True)
+@click.option("--activation", type=click.Choice(["tanh", "relu"]), default="tanh", show_default=True,
+              help="Nonlinearity of the rnn cell.")
+@click.option("--gru-variant", type=click.Choice(["full", "minimal"]), default="full", show_default=True,
+              help="GRU with reset and update gates, or the update gate only.")
+@click.option("--peephole", is_flag=True, help="LSTM with peephole connections.")
+@click.option("--bidirectional", is_flag=True, hidden=True)
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--embed", type=click.IntRange(min=1), default=None, help="Embedding size [default: hidden].")
+@click.option("--tie-weights", is_flag=True, help="Decoder shares the embedding (needs embed == hidden).")
+@click.option("--dropout", type=float, default=0.0, show_default=True,
+              help="Dropout between layers and before the decoder.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--seq-len", type=int, default=64, show_default=True, help="Truncated-BPTT window.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--lr", type=float, default=None, help="Learning rate [default: 0.002 adam, 1.0 sgd].")
+@click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum.")
+@click.option("--lr-decay", type=float, default=1.0, show_default=True,
+              help="Divide the learning rate by this each time validation does not improve.")
+@click.option("--clip", type=float, default=5.0, show_default=True, help="Global gradient-norm clip (0 = off).")
+@click.option("--epochs", type=float, default=0, help="Passes over the training text (0 = no limit).")
+@click.option("--max-steps", type=int, default=0, help="Optimizer steps (0 = no limit).")
+@click.option("--time-budget", type=float, default=0, help="Seconds of training (0 = no limit).")
+@click.option("--valid", "valid_path", type=click.Path(), default=None, help="Validation text file.")
+@click.option("--valid-fraction", type=float, default=0.05, show_default=True,
+              help="Without --valid: the corpus' tail held out for validation.")
+@click.option("--valid-every", type=int, default=0, help="Steps between validations (0 = about every minute).")
+@click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="What --out holds at the end.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+              help="What to do with invalid UTF-8.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+@threads_option
+def train(corpus, out, level, lowercase, min_count, max_vocab, cell, activation, gru_variant, peephole,
+          bidirectional, layers, hidden, embed, tie_weights, dropout, batch_size, seq_len, optimizer, lr,
+          momentum, lr_decay, clip, epochs, max_steps, time_budget, valid_path, valid_fraction, valid_every,
+          keep, seed, encoding_errors, quiet, as_json, threads):
+    """Train a language model on UTF-8 text files.
+
+    Without --epochs, --max-steps or --time-budget, training runs one epoch.
+
+    \b
+    Examples:
+      charlm train input.txt --time-budget 300
+      charlm train ptb.train.txt --valid ptb.valid.txt --level word --hidden 200 --epochs 6
+    """
+    set_threads(threads)
+    from charlm.config import ModelConfig, TrainConfig
+    from charlm.errors import CharlmError
+    from charlm.train import load_corpus, train as run_training
+
+    if not (epochs or max_steps or time_budget):
+        epochs = 1
+    embed = embed or hidden
+    if tie_weights and embed != hidden:
+        raise CharlmError(f"--tie-weights needs --embed equal to --hidden, got embed {embed} and hidden {hidden}")
+    tc = TrainConfig(batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
+                     lr=lr if lr is not None else (2e-3 if optimizer == "adam" else 1.0), momentum=momentum,
+                     lr_decay=lr_decay, clip=clip, dropout=dropout, epochs=epochs, max_steps=max_steps,
+                     time_budget=time_budget, valid_fraction=valid_fraction, valid_every=valid_every, seed=seed,
+                     keep=keep)
+    if bidirectional:
+        raise CharlmError("--bidirectional: a language model predicts each token from the ones before it, and "
+                          "a backward direction would read the very token it must predict")
+    _check_out(out)
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    log(f"reading {', '.join(corpus)}")
+    data = load_corpus(corpus, level, lowercase, min_count, max_vocab, valid_path, valid_fraction, encoding_errors)
+    cfg = ModelConfig(level=level, cell=cell, layers=layers, hidden=hidden, embed=embed, vocab_size=len(data.vocab),
+                      unk_id=data.vocab.unk_id, eos_id=data.vocab.eos_id, lowercase=lowercase, tied=tie_weights,
+                      activation=activation, gru_variant=gru_variant, peephole=peephole)
+    log(f"{len(data.train):,} training and {len(data.valid):,} validation tokens, vocabulary {len(data.vocab):,}; "
+        f"model {cfg.describe()}")
+    _compile_notice(log)
+    res = run_training(data, out, cfg, tc, progress=not quiet and sys.stderr.isatty(), log=log)
+    unit = "char" if level == "char" else "token"
+    if as_json:
+        d = res.as_dict()
+        d.pop("history")
+        d["valid_perplexity"] = math.exp(res.valid_loss)
+        click.echo(json.dumps(d))
+    else:
+        how = {"interrupted": "interrupted", "time-budget": "time budget reached"}.get(res.stopped_by, "done")
+        click.echo(f"{how}: {res.steps:,} steps ({res.epochs:.2f} epochs, {res.tokens:,} tokens) in {res.seconds:.0f} s, "
+                   f"{res.tokens / max(res.seconds, 1e-9):,.0f} tok/s; train loss {res.train_loss:.4f}")
+        click.echo(f"validation: {res.valid_loss:.4f} nats/{unit}, {res.valid_loss / math.log(2):.4f} bits/{unit}, "
+                   f"perplexity {math.exp(res.valid_loss):.3f} ({res.valid_tokens:,} tokens, "
+                   f"{'best at step ' + format(res.best_step, ',') if keep == 'best' else 'last step'}); saved {out}")
+    if res.stopped_by == "interrupted":
+        click.echo(f"charlm: interrupted; the model at {out} is saved", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _check_out(out):
+    from charlm.errors import CharlmError
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise CharlmError(f"--out {out}: the folder {parent} does not exist")
+    if os.path.isdir(out):
+        raise CharlmError(f"--out {out} is a directory")
+
+
+def _compile_notice(log):
+    from charlm.jit import first_run
+    if first_run():
+        log("compiling kernels (first run only)...")
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option("--temp", type=float, default=1.0, show_default=True, help="Temperature (> 0).")
+@click.option("--top-k", type=int, default=0, help="Sample among the k most likely tokens (0 = off).")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus: smallest set with this mass.")
+@click.option("--greedy", is_flag=True, help="Always take the most likely token.")
+@click.option("--prime", default="", help="Text the output starts with; the model reads it first.")
+@click.option("--length", type=int, default=200, show_default=True, help="Tokens to generate.")
+@click.option("--stop-at-eos", is_flag=True, help="End a sample at its first end of line.")
+@click.option("--num-samples", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=None, help="Same seed, same output.")
+@json_option
+@threads_option
+def sample(model_path, temp, top_k, top_p, greedy, prime, length, stop_at_eos, num_samples, seed, as_json,
+           threads):
+    """Sample novel text from a model.
+
+    \b
+    Examples:
+      charlm sample --temp 0.8 --length 500
+      charlm sample --prime "ROMEO:" --top-p 0.9 --seed 1 --num-samples 3
+    """
+    set_threads(threads)
+    from charlm.generate import check_sampling_options
+    check_sampling_options(temp, top_k, top_p, length, num_samples)
+    lm = load_model(model_path)
+    _compile_notice(lambda m: click.echo(m, err=True))
+    texts = lm.sample(length=length, temp=temp, top_k=top_k, top_p=top_p, greedy=greedy, prime=prime,
+                      stop_at_eos=stop_at_eos, num_samples=num_samples, seed=seed)
+    for i, text in enumerate(texts):
+        if as_json:
+            click.echo(json.dumps({"text": text, "index": i, "seed": seed}, ensure_ascii=False))
+        else:
+            if i:
+                click.echo()
+            click.echo(text)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("texts", nargs=-1)
+@model_option
+@click.option("--file", "-f", "file", type=click.Path(allow_dash=True), default=None,
+              help="Score each line of this file ('-' = stdin).")
+@click.option("--per-token", is_flag=True, help="Also give each token's log-probability.")
+@json_option
+@threads_option
+def score(texts, model_path, file, per_token, as_json, threads):
+    """Score each TEXT (or each line of --file) as a stream of its own.
+
+    Prints, tab-separated: natural-log probability, tokens, perplexity, text.
+
+    \b
+    Examples:
+      charlm score "To be, or not to be"
+      charlm score --file sentences.txt --json
+    """
+    set_threads(threads)
+    from charlm.errors import CharlmError
+    texts = list(texts)
+    if file is not None:
+        texts += _read_lines(file)
+    if not texts:
+        raise CharlmError("nothing to score: give TEXT arguments or --file")
+    lm = load_model(model_path)
+    _compile_notice(lambda m: click.echo(m, err=True))
+    for s in lm.score(texts, per_token=per_token):
+        if as_json:
+            click.echo(json.dumps(s.as_dict(), ensure_ascii=False))
+            continue
+        click.echo(f"{s.logprob:.4f}\t{s.tokens}\t{s.perplexity:.4f}\t{_one_line(s.text)}")
+        for tok, lp, unk in s.per_token or ():
+            click.echo(f"\t{tok}\t{lp:.4f}" + ("\t<unk>" if unk else ""))
+
+
+def _read_lines(file):
+    from charlm.data import iter_text
+    if file == "-":
+        text = sys.stdin.read()
+    else:
+        text = "".join(iter_text(file))
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _one_line(text):
+    return text.replace("\n", "\\n").replace("\t", "\\t")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@model_option
+@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+@threads_option
+def perplexity(files, model_path, encoding_errors, quiet, as_json, threads):
+    """Perplexity of whole files (each one stream, state carried across lines).
+
+    \b
+    Examples:
+      charlm perplexity valid.txt
+      charlm perplexity a.txt b.txt --json
+    """
+    set_threads(threads)
+    lm = load_model(model_path)
+    _compile_notice(lambda m: click.echo(m, err=True))
+    bar = None
+    if not quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+        bar = tqdm(unit="tok", unit_scale=True, file=sys.stderr, leave=False)
+    try:
+        results = lm.perplexity(files, encoding_errors, progress=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    unit = "char" if lm.config.level == "char" else "token"
+    if as_json:
+        total = results[-1].as_dict()
+        total["files"] = [r.as_dict() for r in (results[:-1] if len(results) > 1 else results)]
+        click.echo(json.dumps(total))
+        return
+    for r in results:
+        click.echo(f"{r.name}: perplexity {r.perplexity:.4f}, {r.bits_per_token:.4f} bits/{unit}, "
+                   f"{r.nll / max(r.tokens, 1):.4f} nats/{unit}, {r.tokens:,} tokens, "
+                   f"{r.oov:,} OOV ({100 * r.oov_rate:.2f}%)")
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@json_option
+def info(model_path, as_json):
+    """Show a model's configuration, vocabulary and size.
+
+    \b
+    Example:
+      charlm info -m model.safetensors
+    """
+    lm = load_model(model_path)
+    cfg = lm.config
+    d = {"path": model_path, "model": cfg.describe(), "config": json.loads(cfg.to_json()),
+         "vocab_size": len(lm.vocab), "parameters": lm.num_params, "meta": lm.meta}
+    if as_json:
+        click.echo(json.dumps(d, ensure_ascii=False))
+        return
+    click.echo(f"{model_path}: {cfg.describe()}, {lm.num_params:,} parameters, vocabulary {len(lm.vocab):,}")
+    for k, v in d["config"].items():
+        click.echo(f"  {k}: {v}")
+    for k, v in sorted(lm.meta.items()):
+        click.echo(f"  {k}: {v}")
+
+
+if __name__ == "__main__":
+    main()

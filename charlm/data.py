@@ -1,0 +1,249 @@
+"""Streaming text reading and batching: files -> token ids -> (B, N) streams -> (T, B) windows.
+
+A file is read in byte chunks through an incremental UTF-8 decoder, so a 100 MB corpus never becomes one
+Python object per character: each chunk is tokenized on its own and the ids are kept as a list of numpy
+arrays joined once at the end. The result equals `Vocab.encode` of the whole text (charlm.vocab states
+the rules). Byte offsets in error messages count from 0 at the start of the file; lines count from 1.
+"""
+from __future__ import annotations
+
+import codecs
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from charlm.config import LEVELS
+from charlm.errors import CharlmError
+from charlm.vocab import BOM, EOS, UNK, Vocab
+
+CHUNK_BYTES = 1 << 20
+ENCODING_ERRORS = ("strict", "replace")  # "replace": an invalid byte sequence reads as U+FFFD
+SIGMA, FINAL_SIGMA = "\u03a3", "\u03c2"
+
+PathLike = str | os.PathLike
+
+
+def iter_text(path: PathLike, encoding_errors: str = "strict", chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+    """Yield a UTF-8 file's text in non-empty chunks, a leading BOM dropped and "\\r\\n", "\\r" made "\\n".
+
+    Raise CharlmError for a missing, unreadable or binary (NUL byte) file, and for invalid UTF-8 unless
+    `encoding_errors` is "replace".
+    """
+    if encoding_errors not in ENCODING_ERRORS:
+        raise CharlmError(f"encoding errors must be one of {ENCODING_ERRORS}, got {encoding_errors!r}")
+    if not (isinstance(chunk_bytes, int) and chunk_bytes >= 1):
+        raise CharlmError(f"chunk_bytes must be a positive integer, got {chunk_bytes!r}")
+    decoder = codecs.getincrementaldecoder("utf-8")(errors=encoding_errors)
+    offset = 0       # bytes read before `data`
+    started = False  # some text was decoded, so a BOM can no longer come
+    cr = ""          # a "\r" that ended the previous chunk: a "\n" starting this one belongs to it
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise _file_error(path, e) from None
+    with f:
+        while True:
+            try:
+                data = f.read(chunk_bytes)
+            except OSError as e:
+                raise _file_error(path, e) from None
+            nul = data.find(b"\0")
+            if nul >= 0:
+                at = offset + nul
+                line = _line_at(path, at, chunk_bytes)
+                raise CharlmError(f"{path}: looks binary (NUL byte at byte offset {at}, line {line})")
+            text = _decode(decoder, data, path, offset, chunk_bytes)
+            offset += len(data)
+            if text and not started:
+                text, started = text.removeprefix(BOM), True
+            text = cr + text
+            cr = "\r" if data and text.endswith("\r") else ""
+            text = text[: len(text) - len(cr)].replace("\r\n", "\n").replace("\r", "\n")
+            if text:
+                yield text
+            if not data:
+                return
+
+
+def _decode(decoder, data: bytes, path: PathLike, offset: int, chunk_bytes: int) -> str:
+    """Decode the next chunk (`data` empty: the end of the file), naming the bad byte on a strict error."""
+    pending = len(decoder.getstate()[0])  # bytes of an unfinished character held from earlier chunks
+    try:
+        return decoder.decode(data, final=not data)
+    except UnicodeDecodeError as e:
+        at = offset - pending + e.start
+        line = _line_at(path, at, chunk_bytes)
+        raise CharlmError(f"{path}: invalid UTF-8 at byte offset {at}, line {line}: fix the file or pass "
+                          f"--encoding-errors replace to read bad bytes as U+FFFD") from None
+
+
+def _file_error(path: PathLike, e: OSError) -> CharlmError:
+    """The one-line message for a file that cannot be opened or read."""
+    if isinstance(e, FileNotFoundError):
+        return CharlmError(f"{path}: no such file")
+    if isinstance(e, IsADirectoryError):
+        return CharlmError(f"{path}: is a directory, not a text file")
+    if isinstance(e, PermissionError):
+        return CharlmError(f"{path}: permission denied")
+    return CharlmError(f"{path}: cannot read ({e.strerror or e})")
+
+
+def _line_at(path: PathLike, offset: int, chunk_bytes: int) -> int:
+    """The 1-based line holding byte `offset` of a file, lines ending at "\\n", "\\r\\n" or "\\r".
+
+    Used on the error path only, so it simply reads the file again up to `offset`, in the same chunks.
+    """
+    breaks, cr = 0, False  # cr: the previous block ended with "\r"
+    with open(path, "rb") as f:
+        while offset > 0 and (data := f.read(min(offset, chunk_bytes))):
+            offset -= len(data)
+            breaks += data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n") - (cr and data[:1] == b"\n")
+            cr = data.endswith(b"\r")
+    return breaks + 1
+
+
+def _lower_chunks(chunks: Iterable[str]) -> Iterator[str]:
+    """Lower-case a chunked text exactly as `str.lower()` lowers the whole text; yield non-empty chunks.
+
+    `str.lower()` maps each code point on its own except capital sigma, which becomes final ς when a cased
+    letter comes before it and none after it (case-ignorable marks skipped). So each chunk is lowered behind
+    one stand-in for the text before it ("a" if that ends in a cased letter, else " "), and a last Σ that
+    nothing has decided yet is held back, with the marks after it, until the next chunk.
+    """
+    before, held = " ", ""
+    for chunk in chunks:
+        text = held + chunk
+        held = text[_undecided_sigma(text):]
+        lowered = (before + text).lower()
+        out = lowered[1 : len(lowered) - len(held.lower())]  # Σ lowers to one code point either way
+        before = "a" if (before + text[: len(text) - len(held)] + SIGMA).lower()[-1] == FINAL_SIGMA else " "
+        if out:
+            yield out
+    if held:
+        yield (before + held).lower()[1:]
+
+
+def _undecided_sigma(text: str) -> int:
+    """The index of the last Σ of `text` if only case-ignorable marks follow it, else len(text)."""
+    i = text.rfind(SIGMA)
+    if i < 0:
+        return len(text)
+    probe = "a" + text[i:]  # the Σ after a cased letter: final unless a cased letter follows
+    return i if (probe + "a").lower()[1] != (probe + " ").lower()[1] else len(text)
+
+
+def _whole_words(chunks: Iterable[str]) -> Iterator[str]:
+    """Re-cut non-empty text chunks so that every piece but the last ends in whitespace (no word is cut)."""
+    tail = ""  # a partial word waiting for the rest of it
+    for chunk in chunks:
+        text = tail + chunk
+        tail = "" if text[-1].isspace() else text.rsplit(None, 1)[-1]
+        if len(tail) < len(text):
+            yield text[: len(text) - len(tail)]
+    if tail:
+        yield tail
+
+
+def _pieces(path: PathLike, level: str, lowercase: bool, encoding_errors: str, chunk_bytes: int) -> Iterator[str]:
+    """A file's text in non-empty pieces ready to tokenize: normalized, lower-cased if asked, words whole."""
+    if level not in LEVELS:
+        raise CharlmError(f"level must be one of {LEVELS}, got {level!r}")
+    chunks = iter_text(path, encoding_errors, chunk_bytes)
+    if lowercase:
+        chunks = _lower_chunks(chunks)
+    return _whole_words(chunks) if level == "word" else chunks
+
+
+def _path_list(paths: PathLike | Iterable[PathLike]) -> list[PathLike]:
+    """One path or several, as a list."""
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
+def count_tokens(paths: PathLike | Iterable[PathLike], level: str, lowercase: bool,
+                 encoding_errors: str = "strict", chunk_bytes: int = CHUNK_BYTES) -> Counter:
+    """Count the regular tokens of text files, streaming: code points but "\\n" (char) or words (word).
+
+    At word level the literal words "<unk>" and "<eos>" are not counted: they encode as UNK and EOS.
+    """
+    counts: Counter = Counter()
+    for path in _path_list(paths):
+        for piece in _pieces(path, level, lowercase, encoding_errors, chunk_bytes):
+            counts.update(piece if level == "char" else piece.split())
+    for special in ("\n",) if level == "char" else (UNK, EOS):
+        counts.pop(special, None)
+    return counts
+
+
+def encode_file(path: PathLike, vocab: Vocab, encoding_errors: str = "strict",
+                chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
+    """Token ids of a text file, streaming; equal to `vocab.encode` of its whole text: (N,) int32."""
+    parts = [np.zeros(0, dtype=np.int32)]  # (n_i,) int32 per piece
+    last = "\n"  # the last character read: an unterminated last line still needs its EOS
+    for piece in _pieces(path, vocab.level, vocab.lowercase, encoding_errors, chunk_bytes):
+        parts.append(vocab.encode_normalized(piece))
+        last = piece[-1]
+    if last != "\n":
+        parts.append(np.array([vocab.eos_id], dtype=np.int32))
+    return np.concatenate(parts)
+
+
+def encode_files(paths: PathLike | Iterable[PathLike], vocab: Vocab, encoding_errors: str = "strict",
+                 chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
+    """Token ids of several files, one after the other (each ends its last line with EOS): (N,) int32."""
+    parts = [encode_file(p, vocab, encoding_errors, chunk_bytes) for p in _path_list(paths)]
+    return np.concatenate([np.zeros(0, dtype=np.int32)] + parts)
+
+
+def split_tail(ids: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split ids (N,) into (train, valid) views: valid is the last round(N * fraction) tokens."""
+    if isinstance(fraction, bool) or not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
+        raise CharlmError(f"validation fraction must be at least 0 and below 1, got {fraction!r}")
+    n_train = len(ids) - round(len(ids) * fraction)
+    return ids[:n_train], ids[n_train:]
+
+
+def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
+    """Cut a token stream (N_total,) into B contiguous parallel streams (B, N) int32, N = N_total // B.
+
+    Row b holds ids[b*N:(b+1)*N]; the last N_total - B*N tokens are dropped.
+    """
+    _check_positive("--batch-size", batch_size)
+    n = len(ids) // batch_size
+    return np.ascontiguousarray(ids[: batch_size * n], dtype=np.int32).reshape(batch_size, n)  # (B, N)
+
+
+def windows(streams: np.ndarray, seq_len: int, start: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (p, x, y) for p = start, start + T, ... over streams (B, N): inputs and their next tokens.
+
+    x = streams[:, p:p+T].T and y = streams[:, p+1:p+1+T].T, both C-contiguous (T, B) int32; the last window
+    may be shorter (at least one step). Passing a saved p as `start` resumes an epoch at that window.
+    """
+    _check_positive("--seq-len", seq_len)
+    if isinstance(start, bool) or not (isinstance(start, int) and start >= 0):
+        raise CharlmError(f"window start must be an integer >= 0, got {start!r}")
+    n = streams.shape[1]
+    for p in range(start, n - 1, seq_len):
+        t = min(seq_len, n - 1 - p)
+        x = np.ascontiguousarray(streams[:, p : p + t].T, dtype=np.int32)  # (t, B)
+        y = np.ascontiguousarray(streams[:, p + 1 : p + 1 + t].T, dtype=np.int32)  # (t, B)
+        yield p, x, y
+
+
+def min_tokens_for(batch_size: int, seq_len: int) -> int:
+    """Tokens needed for one full window of B streams: each needs T inputs plus one more target."""
+    return batch_size * (seq_len + 1)
+
+
+def check_enough(ids: np.ndarray, batch_size: int, seq_len: int, what: str) -> None:
+    """Raise CharlmError unless `ids` fills one full (seq_len, batch_size) window; `what` names the text."""
+    need = min_tokens_for(batch_size, seq_len)
+    if len(ids) < need:
+        raise CharlmError(f"{what} has {len(ids)} tokens, too short for one batch of --batch-size {batch_size} "
+                          f"x --seq-len {seq_len} (needs {need}): use a smaller --batch-size or --seq-len")
+
+
+def _check_positive(option: str, value: int) -> None:
+    if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
+        raise CharlmError(f"{option} must be a positive integer, got {value!r}")

@@ -1,0 +1,64 @@
+"""Log-probabilities of token streams, exactly as model-format.md defines them.
+
+A stream s_1..s_n is read from a zero state with EOS as the first input; token s_t is predicted after
+EOS, s_1, .., s_{t-1}:   NLL(s) = -Σ_t log p(s_t | EOS, s_<t).
+Many streams run side by side as the columns of a batch (sorted by length to limit padding); each
+column starts from its own zero state, so batching never changes a stream's figures.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from charlm import model
+
+
+def streams_nll(cfg, P, streams, batch: int = 64, window: int = 128, per_token: bool = False,
+                progress=None):
+    """NLL of each stream in `streams` (1-D int arrays of ids, without the leading EOS).
+
+    Returns (sums (S,) float64, per) where per[i] is stream i's (n_i,) float64 token NLLs when
+    per_token, else None. progress(k) is called with the number of tokens just scored.
+    """
+    S = len(streams)
+    sums = np.zeros(S, np.float64)
+    per = [None] * S
+    order = sorted(range(S), key=lambda i: len(streams[i]))
+    dtype = P["embedding.weight"].dtype
+    for g0 in range(0, S, batch):
+        group = order[g0:g0 + batch]
+        lens = np.array([len(streams[i]) for i in group])
+        Tmax = int(lens.max(initial=0))
+        if Tmax == 0:
+            continue
+        B = len(group)
+        X = np.full((Tmax, B), cfg.eos_id, np.int32)                 # inputs: EOS, s_1, .., s_{n-1}
+        Y = np.zeros((Tmax, B), np.int32)                            # targets: s_1, .., s_n (0-padded)
+        for j, i in enumerate(group):
+            s = streams[i]
+            X[1:len(s), j] = s[:-1]
+            Y[:len(s), j] = s
+        valid = np.arange(Tmax)[:, None] < lens[None, :]             # (Tmax, B) real tokens
+        nll = np.empty((Tmax, B), np.float64) if per_token else None
+        state = model.zero_state(cfg, B, dtype)
+        for t0 in range(0, Tmax, window):
+            t1 = min(Tmax, t0 + window)
+            w, state = model.token_nll(cfg, P, X[t0:t1], Y[t0:t1], state)
+            w = np.where(valid[t0:t1], w, 0.0)
+            sums_g = w.sum(axis=0)
+            for j, i in enumerate(group):
+                sums[i] += sums_g[j]
+            if per_token:
+                nll[t0:t1] = w
+            if progress is not None:
+                progress(int(valid[t0:t1].sum()))
+        if per_token:
+            for j, i in enumerate(group):
+                per[i] = nll[: lens[j], j].copy()
+    return sums, per
+
+
+def split_streams(ids: np.ndarray, parts: int) -> list[np.ndarray]:
+    """Cut one long stream into `parts` contiguous pieces (for fast, approximate validation: each piece
+    restarts from a zero state, so only the first tokens of each piece lose their context)."""
+    parts = max(1, min(parts, len(ids) // 64 or 1))
+    return np.array_split(ids, parts)

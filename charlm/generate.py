@@ -1,0 +1,68 @@
+"""Sampling novel text: prepares the weights and random numbers, runs the compiled loop, detokenizes."""
+from __future__ import annotations
+
+import numpy as np
+
+from charlm import model
+from charlm.errors import CharlmError
+from charlm.kernels.cells import cell_code
+from charlm.kernels.sample import generate
+
+
+def check_sampling_options(temp, top_k, top_p, length, num_samples):
+    """One-line errors for option values no sampler can use."""
+    if not temp > 0:
+        raise CharlmError(f"--temp must be > 0, got {temp}")
+    if top_k < 0:
+        raise CharlmError(f"--top-k must be >= 0 (0 = off), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise CharlmError(f"--top-p must be in (0, 1], got {top_p}")
+    if length < 0:
+        raise CharlmError(f"--length must be >= 0, got {length}")
+    if num_samples < 1:
+        raise CharlmError(f"--num-samples must be >= 1, got {num_samples}")
+
+
+def prime_ids(vocab, prime: str) -> np.ndarray:
+    """The prime's token ids, without the EOS the tokenizer puts after a last line that has no newline:
+    a prime is the start of a line, not a finished one."""
+    ids = vocab.encode(prime)
+    if len(ids) and not prime.endswith(("\n", "\r")):
+        ids = ids[:-1]
+    return ids
+
+
+def sample_ids(cfg, P, prefix: np.ndarray, length: int, num_samples: int, temp: float, top_k: int,
+               top_p: float, greedy: bool, stop_at_eos: bool, rng: np.random.Generator):
+    """Run the compiled sampler: feed prefix (starting with EOS), then sample `length` tokens for each of
+    `num_samples` rows. Returns a list of int32 id arrays."""
+    if cfg.bidirectional:
+        raise CharlmError("a bidirectional model sees the future: it cannot generate text")
+    dtype = P["embedding.weight"].dtype
+    L = cfg.layers
+    Wih = tuple(P[f"rnn.weight_ih_l{k}"] for k in range(L))
+    Whh = tuple(P[f"rnn.weight_hh_l{k}"] for k in range(L))
+    bias = tuple(P[f"rnn.bias_ih_l{k}"] + P[f"rnn.bias_hh_l{k}"] for k in range(L))
+    peep = tuple(P[f"rnn.weight_peep_l{k}"] if cfg.cell == "lstm" and cfg.peephole
+                 else np.zeros((0, cfg.hidden), dtype) for k in range(L))
+    dec = P["embedding.weight"] if cfg.tied else P["decoder.weight"]
+    state = model.zero_state(cfg, num_samples, dtype)
+    U = rng.random((max(length, 1), num_samples))                   # (n, B) float64
+    out = np.zeros((num_samples, max(length, 1)), np.int32)
+    lengths = np.zeros(num_samples, np.int64)
+    if length > 0:
+        generate(cell_code(cfg), P["embedding.weight"], Wih, Whh, bias, peep, dec, P["decoder.bias"], state,
+                 np.ascontiguousarray(prefix, np.int32), length, float(temp), int(top_k), float(top_p),
+                 bool(greedy), U, cfg.eos_id, bool(stop_at_eos), out, lengths)
+    return [out[b, : lengths[b]].copy() for b in range(num_samples)]
+
+
+def render(vocab, prime: str, ids: np.ndarray, stop_at_eos: bool) -> str:
+    """The sample as text: the prime, then the generated tokens (EOS as a newline; a final EOS is
+    dropped when generation stopped at it)."""
+    if stop_at_eos and len(ids) and ids[-1] == vocab.eos_id:
+        ids = ids[:-1]
+    text = vocab.decode(ids)
+    if vocab.level == "word" and prime and text and not prime.endswith((" ", "\n")) and not text.startswith("\n"):
+        return prime + " " + text
+    return prime + text

@@ -1,0 +1,156 @@
+"""The Python API: a trained language model with sample, score and perplexity. The CLI is built on it.
+
+    import charlm
+    lm = charlm.load("model.safetensors")
+    print(lm.sample(length=200, temp=0.8, seed=1)[0])
+    print(lm.score(["To be, or not to be"])[0].perplexity)
+    print(lm.perplexity(["valid.txt"]).perplexity)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from charlm import data, evaluate, generate
+from charlm.checkpoint import load_model
+from charlm.config import ModelConfig
+from charlm.errors import CharlmError
+from charlm.vocab import Vocab
+
+LN10 = math.log(10.0)
+LN2 = math.log(2.0)
+
+
+@dataclass
+class Score:
+    """One scored text: natural-log probability of all its tokens, the final EOS included."""
+    text: str
+    logprob: float
+    tokens: int
+    oov: int
+    per_token: list | None = None    # [(token, logprob, is_unk)] when asked for
+
+    @property
+    def log10prob(self) -> float:
+        return self.logprob / LN10
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.logprob / self.tokens) if self.tokens else math.nan
+
+    def as_dict(self) -> dict:
+        d = {"text": self.text, "logprob": self.logprob, "log10prob": self.log10prob, "tokens": self.tokens,
+             "oov": self.oov, "perplexity": self.perplexity}
+        if self.per_token is not None:
+            d["per_token"] = [{"token": t, "logprob": lp, "unk": unk} for t, lp, unk in self.per_token]
+        return d
+
+
+@dataclass
+class Perplexity:
+    """Figures of one text stream (or of several files together)."""
+    name: str
+    tokens: int
+    nll: float       # total negative log-likelihood, nats
+    oov: int
+    level: str
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll / self.tokens) if self.tokens else math.nan
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.nll / self.tokens / LN2 if self.tokens else math.nan
+
+    @property
+    def oov_rate(self) -> float:
+        return self.oov / self.tokens if self.tokens else 0.0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(perplexity=self.perplexity, bits_per_token=self.bits_per_token, oov_rate=self.oov_rate,
+                 nll_per_token=self.nll / self.tokens if self.tokens else math.nan)
+        return d
+
+
+class LanguageModel:
+    """A trained model: configuration, vocabulary and float32 parameters."""
+
+    def __init__(self, config: ModelConfig, vocab: Vocab, params: dict[str, np.ndarray], meta=None, path=None):
+        self.config, self.vocab, self.params = config, vocab, params
+        self.meta = dict(meta or {})
+        self.path = path
+
+    @classmethod
+    def load(cls, path) -> "LanguageModel":
+        """Load a charlm/1 safetensors file; raises ModelFileError for anything that is not one."""
+        m = load_model(path)
+        cfg = m.config
+        vocab = Vocab(m.vocab, cfg.level, cfg.lowercase, cfg.unk_id, cfg.eos_id)
+        return cls(cfg, vocab, m.params, m.meta, str(path))
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    def _check_lm(self):
+        if self.config.bidirectional:
+            raise CharlmError("this model is bidirectional: it reads the future, so it cannot give "
+                              "next-token probabilities")
+
+    def sample(self, length: int = 200, temp: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               greedy: bool = False, prime: str = "", stop_at_eos: bool = False, num_samples: int = 1,
+               seed: int | None = None) -> list[str]:
+        """Generate `num_samples` texts of `length` new tokens after `prime` (the output starts with it).
+
+        Sampling draws from softmax(z / temp), restricted by top_k / top_p; greedy takes the argmax.
+        The same seed gives the same texts.
+        """
+        self._check_lm()
+        generate.check_sampling_options(temp, top_k, top_p, length, num_samples)
+        prefix = np.concatenate([[self.vocab.eos_id], generate.prime_ids(self.vocab, prime)]).astype(np.int32)
+        rng = np.random.default_rng(seed)
+        ids = generate.sample_ids(self.config, self.params, prefix, length, num_samples, temp, top_k, top_p,
+                                  greedy, stop_at_eos, rng)
+        return [generate.render(self.vocab, prime, s, stop_at_eos) for s in ids]
+
+    def score(self, texts, per_token: bool = False) -> list[Score]:
+        """Score each text as a stream of its own (fresh state, EOS first input, final EOS scored)."""
+        self._check_lm()
+        texts = list(texts)
+        streams = [self.vocab.encode(t) for t in texts]
+        sums, per = evaluate.streams_nll(self.config, self.params, streams, per_token=per_token)
+        out = []
+        for i, (t, s) in enumerate(zip(texts, streams)):
+            tokens = None
+            if per_token:
+                tokens = [(self.vocab.token_repr(int(tok)), -float(lp), bool(tok == self.vocab.unk_id))
+                          for tok, lp in zip(s, per[i])]
+            out.append(Score(t, -float(sums[i]), len(s), int((s == self.vocab.unk_id).sum()), tokens))
+        return out
+
+    def perplexity_of_ids(self, ids: np.ndarray, name: str = "", progress=None) -> Perplexity:
+        """Figures of one id stream read as a whole (state carried across lines)."""
+        self._check_lm()
+        sums, _ = evaluate.streams_nll(self.config, self.params, [ids], batch=1, window=256, progress=progress)
+        return Perplexity(name, len(ids), float(sums[0]), int((ids == self.vocab.unk_id).sum()),
+                          self.config.level)
+
+    def perplexity(self, paths, encoding_errors: str = "strict", progress=None) -> list[Perplexity]:
+        """Per-file figures, each file one stream, then the combined figure (last) when there are several."""
+        results = []
+        for path in paths:
+            ids = data.encode_file(path, self.vocab, encoding_errors)
+            results.append(self.perplexity_of_ids(ids, str(path), progress))
+        if len(results) > 1:
+            results.append(Perplexity("total", sum(r.tokens for r in results), sum(r.nll for r in results),
+                                      sum(r.oov for r in results), self.config.level))
+        return results
+
+
+def load(path) -> LanguageModel:
+    """Load a model file: `charlm.load("model.safetensors")`."""
+    return LanguageModel.load(path)

@@ -1,0 +1,218 @@
+"""The vocabulary: text to token ids and back, by the rules of the spec's "Text to tokens".
+
+Tokens of a text, in order:
+- A leading BOM (U+FEFF) is dropped; "\\r\\n" and lone "\\r" become "\\n"; the text is lower-cased with
+  `str.lower()` if `lowercase` is set.
+- The text is cut into lines at "\\n". A final "\\n" ends the last line and does not start an empty one;
+  empty text has no lines and so no tokens.
+- A line's tokens are its code points (level "char") or `line.split()` (level "word"), then one EOS.
+- A token missing from the vocabulary is UNK. At word level the literal words "<unk>" and "<eos>" are
+  UNK and EOS themselves (Penn Treebank marks rare words "<unk>"); they are never regular tokens.
+
+Ids: UNK and EOS first (ids 0 and 1 in a vocabulary built here), then the regular tokens by descending
+count, ties broken by the token string, so a vocabulary is a pure function of its counts.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from itertools import repeat
+from types import MappingProxyType
+
+import numpy as np
+
+from charlm.config import LEVELS
+from charlm.errors import CharlmError
+
+UNK = "<unk>"
+EOS = "<eos>"
+BOM = "\ufeff"
+REPLACEMENT = "\ufffd"  # how decode shows UNK at char level
+
+
+def normalize(text: str) -> str:
+    """Drop a leading BOM and translate universal newlines ("\\r\\n" and "\\r" become "\\n")."""
+    return text.removeprefix(BOM).replace("\r\n", "\n").replace("\r", "\n")
+
+
+class Vocab:
+    """An immutable token list with its level ("char" | "word") and lower-casing flag.
+
+    `tokens[i]` is the string of id `i`; `index` maps a token string back to its id.
+    """
+
+    def __init__(self, tokens: Sequence[str], level: str, lowercase: bool, unk_id: int = 0, eos_id: int = 1):
+        self._tokens = tuple(tokens)
+        self._level = level
+        self._lowercase = lowercase
+        self._unk_id = unk_id
+        self._eos_id = eos_id
+        self._validate()
+        self._index = {tok: i for i, tok in enumerate(self._tokens)}
+        if level == "char":
+            self._lut = self._char_table()
+
+    def _validate(self) -> None:
+        """Raise CharlmError unless the tokens, level, flags and special ids make a usable vocabulary."""
+        tokens, n = self._tokens, len(self._tokens)
+        if self._level not in LEVELS:
+            raise CharlmError(f"vocabulary: level must be one of {LEVELS}, got {self._level!r}")
+        if not isinstance(self._lowercase, bool):
+            raise CharlmError(f"vocabulary: lowercase must be true or false, got {self._lowercase!r}")
+        bad = next((i for i, tok in enumerate(tokens) if not isinstance(tok, str)), None)
+        if bad is not None:
+            raise CharlmError(f"vocabulary: token at id {bad} is not a string: {tokens[bad]!r}")
+        for name, i, want in (("unk_id", self._unk_id, UNK), ("eos_id", self._eos_id, EOS)):
+            if not (isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n):
+                raise CharlmError(f"vocabulary: {name} {i!r} is not an id below {n}")
+            if tokens[i] != want:
+                raise CharlmError(f"vocabulary: token at {name} {i} is {tokens[i]!r}, expected {want!r}")
+        if len(set(tokens)) != n:
+            dup = next(tok for tok, c in Counter(tokens).items() if c > 1)
+            raise CharlmError(f"vocabulary: token {dup!r} appears more than once")
+        for i, tok in enumerate(tokens):
+            if i in (self._unk_id, self._eos_id):
+                continue
+            if self._level == "char" and (len(tok) != 1 or tok == "\n"):
+                raise CharlmError(f"vocabulary: char-level token at id {i} must be one character other than "
+                                  f"a newline, got {tok!r}")
+            if self._level == "word" and tok.split() != [tok]:
+                raise CharlmError(f"vocabulary: word-level token at id {i} must be non-empty without "
+                                  f"whitespace, got {tok!r}")
+
+    def _char_table(self) -> np.ndarray:
+        """A dense code point -> id table (int32); its last entry is UNK and stands for every larger code point."""
+        top = max([ord(tok) for tok in self._tokens if len(tok) == 1] + [ord("\n")])
+        lut = np.full(top + 2, self._unk_id, dtype=np.int32)  # (top + 2,)
+        for i, tok in enumerate(self._tokens):
+            if len(tok) == 1:
+                lut[ord(tok)] = i
+        lut[ord("\n")] = self._eos_id
+        return lut
+
+    @classmethod
+    def from_counts(cls, counter: Mapping[str, int], level: str, lowercase: bool, min_count: int = 1,
+                    max_size: int | None = None) -> "Vocab":
+        """Build a vocabulary from token counts (as `charlm.data.count_tokens` returns them).
+
+        Tokens counted fewer than `min_count` times are left out; `max_size`, the specials included, keeps
+        only the most frequent ones. Left-out tokens encode as UNK. Keys that never become regular tokens
+        ("\\n" at char level, "<unk>" and "<eos>" at word level) are skipped.
+        """
+        if not (isinstance(min_count, int) and min_count >= 1):
+            raise CharlmError(f"min_count must be an integer >= 1, got {min_count!r}")
+        if max_size is not None and not (isinstance(max_size, int) and max_size >= 3):
+            raise CharlmError(f"max_size must be an integer >= 3 (it counts <unk> and <eos>), got {max_size!r}")
+        skip = {"\n"} if level == "char" else {UNK, EOS}
+        kept = sorted(((tok, c) for tok, c in counter.items() if c >= min_count and tok not in skip),
+                      key=lambda tc: (-tc[1], tc[0]))
+        if max_size is not None:
+            kept = kept[: max_size - 2]
+        return cls([UNK, EOS] + [tok for tok, _ in kept], level, lowercase)
+
+    @property
+    def tokens(self) -> list[str]:
+        """The token strings, list index = id (a fresh copy: the vocabulary itself never changes)."""
+        return list(self._tokens)
+
+    @property
+    def index(self) -> Mapping[str, int]:
+        """Read-only token string -> id lookup (specials included)."""
+        return MappingProxyType(self._index)
+
+    @property
+    def level(self) -> str:
+        return self._level
+
+    @property
+    def lowercase(self) -> bool:
+        return self._lowercase
+
+    @property
+    def unk_id(self) -> int:
+        return self._unk_id
+
+    @property
+    def eos_id(self) -> int:
+        return self._eos_id
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Vocab):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple:
+        return (self._tokens, self._level, self._lowercase, self._unk_id, self._eos_id)
+
+    def __repr__(self) -> str:
+        return f"Vocab({self._level}, {len(self)} tokens, lowercase={self._lowercase})"
+
+    def encode(self, text: str) -> np.ndarray:
+        """Token ids of a whole text, one EOS per line: (N,) int32."""
+        text = normalize(text)
+        if self._lowercase:
+            text = text.lower()
+        ids = self.encode_normalized(text)  # (N,) int32, without the EOS of an unterminated last line
+        if text and not text.endswith("\n"):
+            ids = np.append(ids, np.int32(self._eos_id))
+        return ids
+
+    def encode_normalized(self, text: str) -> np.ndarray:
+        """Token ids of text that is already normalized and lower-cased as configured: (N,) int32.
+
+        Each "\\n" becomes EOS; an unterminated last line gets no EOS (the caller adds it at the end of
+        the whole text). At word level `text` must not cut a word, so streaming callers feed it pieces
+        that end in whitespace.
+        """
+        if self._level == "char":
+            cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")  # (N,) code points
+            return self._lut[np.minimum(cps, len(self._lut) - 1)]  # (N,) int32
+        words = text.replace("\n", f" {EOS} ").split()
+        return np.fromiter(map(self._index.get, words, repeat(self._unk_id)), dtype=np.int32, count=len(words))
+
+    def decode(self, ids, eos_as: str = "\n") -> str:
+        """Text of a sequence of ids: EOS shows as `eos_as`, UNK as U+FFFD (char) or "<unk>" (word).
+
+        At word level the tokens of a line are joined by single spaces, with no space next to an EOS.
+        """
+        ids = self._checked_ids(ids)
+        if self._level == "char":
+            shown = [REPLACEMENT if i == self._unk_id else tok for i, tok in enumerate(self._tokens)]
+            shown[self._eos_id] = eos_as
+            return "".join([shown[i] for i in ids])
+        parts: list[str] = []
+        line: list[str] = []
+        for i in ids:
+            if i == self._eos_id:
+                parts += [" ".join(line), eos_as]
+                line = []
+            else:
+                line.append(self._tokens[i])
+        parts.append(" ".join(line))
+        return "".join(parts)
+
+    def token_repr(self, token_id: int) -> str:
+        """A token for display: "<unk>" and "<eos>" by name, whitespace and unprintable ones quoted as repr."""
+        (i,) = self._checked_ids([token_id])
+        tok = self._tokens[i]
+        if i in (self._unk_id, self._eos_id) or (tok.isprintable() and not tok.isspace()):
+            return tok
+        return repr(tok)
+
+    def _checked_ids(self, ids) -> list[int]:
+        """`ids` as a list of Python ints, each checked to be a valid id."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise CharlmError(f"token ids must be a flat sequence of integers, got shape {ids.shape} "
+                              f"dtype {ids.dtype}")
+        bad = np.flatnonzero((ids < 0) | (ids >= len(self)))
+        if bad.size:
+            raise CharlmError(f"token id {ids[bad[0]]} at position {bad[0]} is outside the vocabulary "
+                              f"of {len(self)} tokens")
+        return ids.tolist()
