@@ -203,6 +203,33 @@ def train(corpus, out, level, lowercase, min_count, max_vocab, cell, activation,
         sys.exit(EXIT_INTERRUPTED)
 
 
+@main.command(context_settings=CONTEXT)
+@click.option("-o", "--out", default="model.safetensors", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--time-budget", type=float, default=180, show_default=True, help="Seconds of training.")
+@click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True)
+@threads_option
+@click.pass_context
+def demo(ctx, out, time_budget, hidden, threads):
+    """Train on the built-in corpus (Python's reference docs, shipped with every Python), then sample.
+
+    \b
+    Example:
+      charlm demo --time-budget 60
+    """
+    from charlm.corpus import pydoc_path
+    path = str(pydoc_path())
+    click.echo(f"built-in corpus: Python's reference documentation ({path})", err=True)
+    try:
+        ctx.invoke(train, corpus=(path,), out=out, hidden=hidden, time_budget=time_budget, epochs=0,
+                   valid_fraction=0.05, threads=threads)
+    except SystemExit as e:
+        if e.code:
+            raise
+    for i, text in enumerate(load_model(out).sample(length=300, temp=0.7, num_samples=3, seed=0, prime="The ")):
+        click.echo(f"--- sample {i + 1} (--temp 0.7) ---")
+        click.echo(text)
+
+
 def _check_out(out):
     from charlm.errors import CharlmError
     parent = os.path.dirname(os.path.abspath(out))
@@ -369,6 +396,45 @@ def info(model_path, as_json):
         click.echo(f"  {k}: {v}")
     for k, v in sorted(lm.meta.items()):
         click.echo(f"  {k}: {v}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True)
+@click.option("--activation", type=click.Choice(["tanh", "relu"]), default="tanh", show_default=True)
+@click.option("--gru-variant", type=click.Choice(["full", "minimal"]), default="full", show_default=True)
+@click.option("--peephole", is_flag=True)
+@click.option("--vocab", type=click.IntRange(min=2), default=65, show_default=True)
+@click.option("--embed", type=click.IntRange(min=1), default=None, help="[default: hidden]")
+@click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Timed windows.")
+@click.option("--sample-tokens", type=click.IntRange(min=1), default=500, show_default=True)
+@json_option
+@threads_option
+def bench(cell, activation, gru_variant, peephole, vocab, embed, hidden, layers, batch_size, seq_len, steps,
+          sample_tokens, as_json, threads):
+    """Measure training, evaluation and sampling speed for a model shape on random data.
+
+    The last line is one JSON object with train_tok_s, eval_tok_s and sample_tok_s.
+
+    \b
+    Example:
+      charlm bench --hidden 512 --layers 2 --batch-size 32 --seq-len 64 --json
+    """
+    set_threads(threads)
+    from charlm.bench import run
+    from charlm.config import ModelConfig
+    cfg = ModelConfig(cell=cell, activation=activation, gru_variant=gru_variant, peephole=peephole, layers=layers,
+                      hidden=hidden, embed=embed or hidden, vocab_size=vocab)
+    _compile_notice(lambda m: click.echo(m, err=True))
+    r = run(cfg, batch_size, seq_len, steps, sample_tokens)
+    if not as_json:
+        click.echo(f"{r['cell']}, vocab {vocab}, batch {batch_size}, seq {seq_len}: "
+                   f"train {r['train_tok_s']:,} tok/s, eval {r['eval_tok_s']:,} tok/s, "
+                   f"sample (batch 1) {r['sample_tok_s']:,} tok/s")
+    click.echo(json.dumps(r))
 
 
 if __name__ == "__main__":

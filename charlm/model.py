@@ -59,6 +59,8 @@ def forward(cfg: ModelConfig, P, x, state=None, masks=None):
     """
     T, B = x.shape
     H, G = cfg.hidden, cfg.gates
+    if cfg.bidirectional and state is not None:
+        raise ValueError("a bidirectional model starts every sequence from a zero state: pass state=None")
     dtype = P["embedding.weight"].dtype
     code = cell_code(cfg)
     tmp = np.empty(B * H * max(2 * G, 4), dtype)                    # scratch, see kernels.cells

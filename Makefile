@@ -1,0 +1,29 @@
+# charlm: the two set-up commands (README) and the developer targets.
+PYTHON ?= python3
+SHARED ?= ../shared
+DEMO_OUT ?= demo
+DEMO_SECONDS ?= 180
+
+.PHONY: install demo test bench clean
+
+install:
+	$(PYTHON) -m pip install -q '.[test]'
+
+# Train a small model on the built-in corpus (Python's own reference docs) for a few minutes, then
+# print samples and the validation perplexity.
+demo: install
+	mkdir -p $(DEMO_OUT)
+	charlm demo --out $(DEMO_OUT)/model.safetensors --time-budget $(DEMO_SECONDS)
+
+# The test suite, with the optional PyTorch cross-checks (PyTorch 2.13.0 CPU).
+test: install
+	$(PYTHON) -m pip install -q 'torch==2.13.0'
+	$(PYTHON) -m pytest -q
+
+# PyTorch beside charlm on the issue's shapes, same machine, same run.
+bench: install
+	$(PYTHON) -m pip install -q 'torch==2.13.0'
+	$(PYTHON) bench/compare_torch.py --torch-baseline $(SHARED)/bench/torch_baseline.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache $(DEMO_OUT)
