@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import time
 
+import numba
 import numpy as np
 
 from charlm import generate, model
 from charlm.config import ModelConfig
 from charlm.optim import Adam, clip_grads
+from charlm.threads import compute_threads
 
 
 def run(cfg: ModelConfig, batch: int, seq: int, steps: int = 20, sample_tokens: int = 500, seed: int = 0) -> dict:
+    with compute_threads():
+        return _run(cfg, batch, seq, steps, sample_tokens, seed)
+
+
+def _run(cfg, batch, seq, steps, sample_tokens, seed):
     rng = np.random.default_rng(seed)
     P = model.init_params(cfg, rng)
     opt = Adam(P, lr=2e-3)
@@ -51,7 +58,7 @@ def run(cfg: ModelConfig, batch: int, seq: int, steps: int = 20, sample_tokens: 
     t = time.perf_counter()
     sample(sample_tokens)
     sample_s = time.perf_counter() - t
-    return {"cell": cfg.describe(), "vocab": cfg.vocab_size, "embed": cfg.embed, "hidden": cfg.hidden,
+    return {"cell": cfg.describe(), "threads": numba.get_num_threads(), "vocab": cfg.vocab_size, "embed": cfg.embed, "hidden": cfg.hidden,
             "layers": cfg.layers, "batch": batch, "seq": seq, "steps": steps,
             "train_tok_s": round(steps * seq * batch / train_s), "eval_tok_s": round(steps * seq * batch / eval_s),
             "sample_tok_s": round(sample_tokens / sample_s)}

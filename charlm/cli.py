@@ -251,6 +251,7 @@ def _compile_notice(log):
 @click.option("--top-k", type=int, default=0, help="Sample among the k most likely tokens (0 = off).")
 @click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus: smallest set with this mass.")
 @click.option("--greedy", is_flag=True, help="Always take the most likely token.")
+@click.option("--beam", type=int, default=0, help="Beam search of this width for the most likely continuation.")
 @click.option("--prime", default="", help="Text the output starts with; the model reads it first.")
 @click.option("--length", type=int, default=200, show_default=True, help="Tokens to generate.")
 @click.option("--stop-at-eos", is_flag=True, help="End a sample at its first end of line.")
@@ -258,7 +259,7 @@ def _compile_notice(log):
 @click.option("--seed", type=int, default=None, help="Same seed, same output.")
 @json_option
 @threads_option
-def sample(model_path, temp, top_k, top_p, greedy, prime, length, stop_at_eos, num_samples, seed, as_json,
+def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_eos, num_samples, seed, as_json,
            threads):
     """Sample novel text from a model.
 
@@ -266,14 +267,18 @@ def sample(model_path, temp, top_k, top_p, greedy, prime, length, stop_at_eos, n
     Examples:
       charlm sample --temp 0.8 --length 500
       charlm sample --prime "ROMEO:" --top-p 0.9 --seed 1 --num-samples 3
+      charlm sample --beam 5 --length 40 --stop-at-eos
     """
     set_threads(threads)
     from charlm.generate import check_sampling_options
     check_sampling_options(temp, top_k, top_p, length, num_samples)
+    if beam < 0:
+        from charlm.errors import CharlmError
+        raise CharlmError(f"--beam must be >= 1 (0 = off), got {beam}")
     lm = load_model(model_path)
     _compile_notice(lambda m: click.echo(m, err=True))
     texts = lm.sample(length=length, temp=temp, top_k=top_k, top_p=top_p, greedy=greedy, prime=prime,
-                      stop_at_eos=stop_at_eos, num_samples=num_samples, seed=seed)
+                      stop_at_eos=stop_at_eos, num_samples=num_samples, seed=seed, beam=beam)
     for i, text in enumerate(texts):
         if as_json:
             click.echo(json.dumps({"text": text, "index": i, "seed": seed}, ensure_ascii=False))

@@ -5,6 +5,7 @@ import numpy as np
 
 from charlm import model
 from charlm.errors import CharlmError
+from charlm.kernels.beam import beam_search
 from charlm.kernels.cells import cell_code
 from charlm.kernels.sample import generate
 
@@ -32,10 +33,8 @@ def prime_ids(vocab, prime: str) -> np.ndarray:
     return ids
 
 
-def sample_ids(cfg, P, prefix: np.ndarray, length: int, num_samples: int, temp: float, top_k: int,
-               top_p: float, greedy: bool, stop_at_eos: bool, rng: np.random.Generator):
-    """Run the compiled sampler: feed prefix (starting with EOS), then sample `length` tokens for each of
-    `num_samples` rows. Returns a list of int32 id arrays."""
+def _weights(cfg, P):
+    """The per-layer tuples the compiled generators take: W_ih, W_hh, b_ih + b_hh, peepholes."""
     if cfg.bidirectional:
         raise CharlmError("a bidirectional model sees the future: it cannot generate text")
     dtype = P["embedding.weight"].dtype
@@ -46,15 +45,38 @@ def sample_ids(cfg, P, prefix: np.ndarray, length: int, num_samples: int, temp: 
     peep = tuple(P[f"rnn.weight_peep_l{k}"] if cfg.cell == "lstm" and cfg.peephole
                  else np.zeros((0, cfg.hidden), dtype) for k in range(L))
     dec = P["embedding.weight"] if cfg.tied else P["decoder.weight"]
-    state = model.zero_state(cfg, num_samples, dtype)
+    return (cell_code(cfg), P["embedding.weight"], Wih, Whh, bias, peep, dec, P["decoder.bias"])
+
+
+def sample_ids(cfg, P, prefix: np.ndarray, length: int, num_samples: int, temp: float, top_k: int,
+               top_p: float, greedy: bool, stop_at_eos: bool, rng: np.random.Generator):
+    """Run the compiled sampler: feed prefix (starting with EOS), then sample `length` tokens for each of
+    `num_samples` rows. Returns a list of int32 id arrays."""
+    weights = _weights(cfg, P)
+    state = model.zero_state(cfg, num_samples, P["embedding.weight"].dtype)
     U = rng.random((max(length, 1), num_samples))                   # (n, B) float64
     out = np.zeros((num_samples, max(length, 1)), np.int32)
     lengths = np.zeros(num_samples, np.int64)
     if length > 0:
-        generate(cell_code(cfg), P["embedding.weight"], Wih, Whh, bias, peep, dec, P["decoder.bias"], state,
-                 np.ascontiguousarray(prefix, np.int32), length, float(temp), int(top_k), float(top_p),
-                 bool(greedy), U, cfg.eos_id, bool(stop_at_eos), out, lengths)
+        generate(*weights, state, np.ascontiguousarray(prefix, np.int32), length, float(temp), int(top_k),
+                 float(top_p), bool(greedy), U, cfg.eos_id, bool(stop_at_eos), out, lengths)
     return [out[b, : lengths[b]].copy() for b in range(num_samples)]
+
+
+def beam_ids(cfg, P, prefix: np.ndarray, length: int, width: int, stop_at_eos: bool):
+    """Beam search of `width` for the most likely `length` tokens after prefix (starting with EOS).
+    Returns the hypotheses found, best first, as a list of (int32 ids, total natural-log probability)."""
+    if width < 1:
+        raise CharlmError(f"--beam must be >= 1, got {width}")
+    if length <= 0:
+        return [(np.zeros(0, np.int32), 0.0)]
+    weights = _weights(cfg, P)
+    out = np.empty((width, length), np.int32)
+    scores = np.empty(width, np.float64)
+    lengths = np.empty(width, np.int64)
+    beam_search(*weights, np.ascontiguousarray(prefix, np.int32), length, width, cfg.eos_id, bool(stop_at_eos),
+                out, scores, lengths)
+    return [(out[j, : lengths[j]].copy(), float(scores[j])) for j in range(width) if lengths[j] > 0]
 
 
 def render(vocab, prime: str, ids: np.ndarray, stop_at_eos: bool) -> str:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from charlm import data, evaluate, generate
+from charlm.threads import compute_threads
 from charlm.checkpoint import load_model
 from charlm.config import ModelConfig
 from charlm.errors import CharlmError
@@ -103,26 +104,39 @@ class LanguageModel:
 
     def sample(self, length: int = 200, temp: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                greedy: bool = False, prime: str = "", stop_at_eos: bool = False, num_samples: int = 1,
-               seed: int | None = None) -> list[str]:
+               seed: int | None = None, beam: int = 0) -> list[str]:
         """Generate `num_samples` texts of `length` new tokens after `prime` (the output starts with it).
 
         Sampling draws from softmax(z / temp), restricted by top_k / top_p; greedy takes the argmax.
-        The same seed gives the same texts.
+        The same seed gives the same texts. beam > 0: beam search of that width for the most likely
+        continuation instead; `num_samples` (<= beam) then returns that many best beams.
         """
         self._check_lm()
         generate.check_sampling_options(temp, top_k, top_p, length, num_samples)
         prefix = np.concatenate([[self.vocab.eos_id], generate.prime_ids(self.vocab, prime)]).astype(np.int32)
+        if beam:
+            return [generate.render(self.vocab, prime, ids, stop_at_eos)
+                    for ids, _ in self.beam_search(prefix, length, beam, num_samples, stop_at_eos)]
         rng = np.random.default_rng(seed)
-        ids = generate.sample_ids(self.config, self.params, prefix, length, num_samples, temp, top_k, top_p,
-                                  greedy, stop_at_eos, rng)
+        with compute_threads():
+            ids = generate.sample_ids(self.config, self.params, prefix, length, num_samples, temp, top_k, top_p,
+                                      greedy, stop_at_eos, rng)
         return [generate.render(self.vocab, prime, s, stop_at_eos) for s in ids]
+
+    def beam_search(self, prefix, length: int, width: int, num: int = 1, stop_at_eos: bool = False):
+        """The `num` best continuations (ids, natural-log probability) of prefix ids (starting with EOS)."""
+        if num > width:
+            raise CharlmError(f"--num-samples {num} is more than --beam {width} can return")
+        with compute_threads():
+            return generate.beam_ids(self.config, self.params, prefix, length, width, stop_at_eos)[:num]
 
     def score(self, texts, per_token: bool = False) -> list[Score]:
         """Score each text as a stream of its own (fresh state, EOS first input, final EOS scored)."""
         self._check_lm()
         texts = list(texts)
-        streams = [self.vocab.encode(t) for t in texts]
-        sums, per = evaluate.streams_nll(self.config, self.params, streams, per_token=per_token)
+        streams = [self.vocab.encode(t if t.endswith(("\n", "\r")) else t + "\n") for t in texts]  # "" is a lone EOS
+        with compute_threads():
+            sums, per = evaluate.streams_nll(self.config, self.params, streams, per_token=per_token)
         out = []
         for i, (t, s) in enumerate(zip(texts, streams)):
             tokens = None
@@ -135,7 +149,8 @@ class LanguageModel:
     def perplexity_of_ids(self, ids: np.ndarray, name: str = "", progress=None) -> Perplexity:
         """Figures of one id stream read as a whole (state carried across lines)."""
         self._check_lm()
-        sums, _ = evaluate.streams_nll(self.config, self.params, [ids], batch=1, window=256, progress=progress)
+        with compute_threads():
+            sums, _ = evaluate.streams_nll(self.config, self.params, [ids], batch=1, window=256, progress=progress)
         return Perplexity(name, len(ids), float(sums[0]), int((ids == self.vocab.unk_id).sum()),
                           self.config.level)
 
@@ -144,6 +159,8 @@ class LanguageModel:
         results = []
         for path in paths:
             ids = data.encode_file(path, self.vocab, encoding_errors)
+            if len(ids) == 0:
+                raise CharlmError(f"{path}: no tokens to measure (the file is empty)")
             results.append(self.perplexity_of_ids(ids, str(path), progress))
         if len(results) > 1:
             results.append(Perplexity("total", sum(r.tokens for r in results), sum(r.nll for r in results),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from charlm.config import ModelConfig
+from charlm.kernels import gemm
 from charlm.kernels.cells import GRU_FULL, LSTM, cell_code, layer_backward, layer_forward
 from charlm.kernels.loss import logsoftmax_nll, scatter_add_rows, softmax_xent
 
@@ -63,7 +64,7 @@ def forward(cfg: ModelConfig, P, x, state=None, masks=None):
         raise ValueError("a bidirectional model starts every sequence from a zero state: pass state=None")
     dtype = P["embedding.weight"].dtype
     code = cell_code(cfg)
-    tmp = np.empty(B * H * max(2 * G, 4), dtype)                    # scratch, see kernels.cells
+    tmp = _scratch(cfg, B, dtype)
     new_state = None if cfg.bidirectional else zero_state(cfg, B, dtype)
     caches = []
     X = P["embedding.weight"][x]                                     # (T, B, E)
@@ -75,7 +76,8 @@ def forward(cfg: ModelConfig, P, x, state=None, masks=None):
         for s in _suffixes(cfg):
             Xs = np.ascontiguousarray(X[::-1]) if s else X
             b = P[f"rnn.bias_ih_l{k}{s}"] + P[f"rnn.bias_hh_l{k}{s}"]
-            XP = (Xs.reshape(T * B, In) @ P[f"rnn.weight_ih_l{k}{s}"].T + b).reshape(T, B, G * H)
+            XP = np.empty((T, B, G * H), dtype)                      # x W_ih^T + b for all steps
+            gemm.matmul_bias(Xs.reshape(T * B, In), P[f"rnn.weight_ih_l{k}{s}"].T, b, XP.reshape(T * B, G * H))
             Hs = np.empty((T + 1, B, H), dtype)
             Cs = np.empty((T + 1, B, H), dtype) if cfg.cell == "lstm" else np.zeros((T + 1, 1, 1), dtype)
             if state is None or s:
@@ -109,8 +111,7 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
     dtype = dY.dtype
     code = cell_code(cfg)
     grads = {name: np.zeros_like(P[name]) for name in P}
-    tmp = np.empty(B * H * max(2 * G, 4), dtype)                    # scratch, see kernels.cells
-    zeros = np.zeros((B, H), dtype)
+    tmp = _scratch(cfg, B, dtype)
     dh, dc = np.empty((B, H), dtype), np.empty((B, H), dtype)
     if masks is not None and masks[cfg.layers] is not None:
         dY = dY * masks[cfg.layers]                                   # dropout: d(X m) = dX m
@@ -125,22 +126,26 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
             dYs = np.ascontiguousarray(dYs[::-1] if s else dYs)       # (T, B, H) in processing order
             dP = np.empty((T, B, G * H), dtype)
             peep = _peep(cfg, P, k, s, dtype)
-            dpeep = np.zeros_like(peep)
-            layer_backward(code, Whh, peep, Hs, Cs, A, RH, dYs, zeros, zeros, dP, dpeep, dh, dc, tmp)
+            dpeep = np.empty((tmp.shape[0],) + peep.shape, dtype)    # one per thread
+            dh[:] = 0.0                                               # truncated BPTT: no gradient
+            dc[:] = 0.0                                               # from beyond the window
+            layer_backward(code, Whh, peep, Hs, Cs, A, dYs, dP, dpeep, dh, dc, tmp)
             dP2 = dP.reshape(T * B, G * H)
-            grads[f"rnn.weight_ih_l{k}{s}"] += dP2.T @ Xs.reshape(T * B, In)      # dW_ih = dP^T X
+            gemm.matmul_tn_add(dP2, Xs.reshape(T * B, In), grads[f"rnn.weight_ih_l{k}{s}"])  # dW_ih = dP^T X
             Hprev = Hs[:-1].reshape(T * B, H)
+            dWhh = grads[f"rnn.weight_hh_l{k}{s}"]
             if code == GRU_FULL:                                              # n block sees r*h
-                grads[f"rnn.weight_hh_l{k}{s}"][: 2 * H] += dP2[:, : 2 * H].T @ Hprev
-                grads[f"rnn.weight_hh_l{k}{s}"][2 * H:] += dP2[:, 2 * H:].T @ RH.reshape(T * B, H)
+                dWhh[: 2 * H] += dP2[:, : 2 * H].T @ Hprev
+                dWhh[2 * H:] += dP2[:, 2 * H:].T @ RH.reshape(T * B, H)
             else:
-                grads[f"rnn.weight_hh_l{k}{s}"] += dP2.T @ Hprev                 # dW_hh = dP^T H_prev
+                gemm.matmul_tn_add(dP2, Hprev, dWhh)                         # dW_hh = dP^T H_prev
             db = dP2.sum(axis=0)
             grads[f"rnn.bias_ih_l{k}{s}"] += db
             grads[f"rnn.bias_hh_l{k}{s}"] += db
             if code == LSTM and cfg.peephole:
-                grads[f"rnn.weight_peep_l{k}{s}"] += dpeep
-            dXs = (dP2 @ P[f"rnn.weight_ih_l{k}{s}"]).reshape(T, B, In)         # dX = dP W_ih
+                grads[f"rnn.weight_peep_l{k}{s}"] += dpeep.sum(axis=0)
+            dXs = np.empty((T, B, In), dtype)
+            gemm.matmul(dP2, P[f"rnn.weight_ih_l{k}{s}"], dXs.reshape(T * B, In))  # dX = dP W_ih
             if s:
                 dXs = dXs[::-1]
             dX = dXs if dX is None else dX + dXs
@@ -149,6 +154,12 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
         dY = dX
     scatter_add_rows(grads["embedding.weight"], x.reshape(-1), np.ascontiguousarray(dY).reshape(T * B, -1))
     return grads
+
+
+def _scratch(cfg, B, dtype):
+    """Per-thread scratch for the cell kernels: (threads, rows per thread * H * max(2G, 4))."""
+    n = gemm.parts(B)
+    return np.empty((n, -(-B // n) * cfg.hidden * max(2 * cfg.gates, 4)), dtype)
 
 
 def _peep(cfg, P, k, s, dtype):
@@ -160,7 +171,9 @@ def _peep(cfg, P, k, s, dtype):
 def logits(cfg: ModelConfig, P, Y) -> np.ndarray:
     """Z = Y decoder.weight^T + decoder.bias, (T*B, V) for Y (T, B, H*dirs)."""
     T, B, Hd = Y.shape
-    return Y.reshape(T * B, Hd) @ _decoder(cfg, P).T + P["decoder.bias"]
+    Z = np.empty((T * B, cfg.vocab_size), Y.dtype)
+    gemm.matmul_bias(Y.reshape(T * B, Hd), _decoder(cfg, P).T, P["decoder.bias"], Z)
+    return Z
 
 
 def loss_and_grads(cfg: ModelConfig, P, x, y, state=None, masks=None):
@@ -172,13 +185,11 @@ def loss_and_grads(cfg: ModelConfig, P, x, y, state=None, masks=None):
     nll = np.empty(N, np.float64)
     softmax_xent(Z, y.reshape(-1), 1.0 / N, nll)                      # Z := dL/dZ
     Yf = Y.reshape(N, -1)
-    dY = (Z @ _decoder(cfg, P)).reshape(Y.shape)                      # (T, B, H*dirs)
+    dY = np.empty(Y.shape, Y.dtype)                                   # (T, B, H*dirs)
+    gemm.matmul(Z, _decoder(cfg, P), dY.reshape(N, -1))               # dY = dZ D
     grads = backward(cfg, P, x, caches, dY, masks)
-    dD = Z.T @ Yf                                                     # (V, H*dirs)
-    if cfg.tied:
-        grads["embedding.weight"] += dD
-    else:
-        grads["decoder.weight"] = dD
+    dD = grads["embedding.weight"] if cfg.tied else grads["decoder.weight"]
+    gemm.matmul_tn_add(Z, Yf, dD)                                     # dD += dZ^T Y   (V, H*dirs)
     grads["decoder.bias"] = Z.sum(axis=0)
     return float(nll.mean()), grads, new_state
 

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _adam_kernel(p, g, m, v, lr, b1, b2, eps, c1, c2):
     """In-place Adam update on flat arrays; c1 = 1-β1^t, c2 = 1-β2^t."""
     for i in range(p.shape[0]):
@@ -27,7 +27,7 @@ def _adam_kernel(p, g, m, v, lr, b1, b2, eps, c1, c2):
         p[i] -= lr * (mi / c1) / (math.sqrt(vi / c2) + eps)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sgd_kernel(p, g, u, lr, mu):
     for i in range(p.shape[0]):
         ui = mu * u[i] + g[i]

@@ -23,6 +23,7 @@ from charlm.checkpoint import load_model, save_model
 from charlm.config import ModelConfig, TrainConfig
 from charlm.errors import CharlmError
 from charlm.optim import clip_grads, make_optimizer
+from charlm.threads import compute_threads
 from charlm.vocab import Vocab
 
 VALID_STREAMS = 16      # validation during training: the held-out stream cut into this many pieces
@@ -97,9 +98,14 @@ def train(corpus: Corpus, out, cfg: ModelConfig, tc: TrainConfig, progress: bool
     if cfg.bidirectional:
         raise CharlmError("--bidirectional: a language model predicts each token from the ones before it; "
                           "a backward direction would read the very token it must predict")
+    data.check_enough(corpus.train, tc.batch_size, tc.seq_len, "the training text")
     if len(corpus.valid) == 0:
         raise CharlmError("no validation text: give --valid FILE or a larger --valid-fraction")
-    data.check_enough(corpus.train, tc.batch_size, tc.seq_len, "the training text")
+    with compute_threads():
+        return _train(corpus, out, cfg, tc, progress, log)
+
+
+def _train(corpus, out, cfg, tc, progress, log):
     out = str(out)
     log_path = Path(out).with_suffix(".log.jsonl") if out.endswith(".safetensors") else Path(out + ".log.jsonl")
     rng = np.random.default_rng(tc.seed)

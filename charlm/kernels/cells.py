@@ -13,9 +13,15 @@ Cells and gate blocks (model-format.md; σ logistic):
 The backward returns dP, the gradient of the gate pre-activations (T, B, G*H). The caller turns it into
 the weight gradients with one GEMM each over all steps:
     dW_ih = dP^T X,  db_ih = db_hh = Σ dP,  dW_hh = dP^T H_prev  (for GRU full, the n block uses R*H_prev).
+
+Speed: the elementwise math runs in small row functions over 1-D contiguous slices (one batch row, one
+gate block). In that form LLVM vectorizes them (with the arithmetic tanh/σ of `activations` in float32);
+one big loop touching many 2-D arrays did not vectorize and cost 20x more.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from charlm.kernels.activations import sigmoid, tanh
 
 RNN_TANH = 0
 RNN_RELU = 1
@@ -33,12 +39,145 @@ def cell_code(cfg) -> int:
     return GRU_FULL if cfg.gru_variant == "full" else GRU_MINIMAL
 
 
-@njit(cache=True, inline="always")
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+KERNEL = dict(cache=True, error_model="numpy")   # numpy error model: no zero-division branch in loops
 
 
-@njit(cache=True)
+# ----------------------------------------------------------------------------- row functions (1-D)
+
+@njit(**KERNEL)
+def _add(out, x, y):
+    for j in range(out.shape[0]):
+        out[j] = x[j] + y[j]
+
+
+@njit(**KERNEL)
+def _iadd(out, x):
+    for j in range(out.shape[0]):
+        out[j] += x[j]
+
+
+@njit(**KERNEL)
+def _sigmoid_(x):
+    for j in range(x.shape[0]):
+        x[j] = sigmoid(x[j])
+
+
+@njit(**KERNEL)
+def _tanh_(x):
+    for j in range(x.shape[0]):
+        x[j] = tanh(x[j])
+
+
+@njit(**KERNEL)
+def _relu_(x):
+    for j in range(x.shape[0]):
+        x[j] = max(x[j], 0.0)
+
+
+@njit(**KERNEL)
+def _mul(out, x, y):
+    for j in range(out.shape[0]):
+        out[j] = x[j] * y[j]
+
+
+@njit(**KERNEL)
+def _lstm_state(i, f, g, o, c, c_out, h_out):
+    """c' = f*c + i*g,  h' = o*tanh(c')."""
+    for j in range(c.shape[0]):
+        cn = f[j] * c[j] + i[j] * g[j]
+        c_out[j] = cn
+        h_out[j] = o[j] * tanh(cn)
+
+
+@njit(**KERNEL)
+def _lstm_peephole(i, f, g, o, p, c, c_out, h_out):
+    """Pre-activations i, f, g, o in, gates out: i = σ(i + p_i c), f = σ(f + p_f c), g = tanh(g),
+    c' = f c + i g, o = σ(o + p_o c'), h' = o tanh(c')."""
+    for j in range(c.shape[0]):
+        cp = c[j]
+        ij = sigmoid(i[j] + p[0, j] * cp)
+        fj = sigmoid(f[j] + p[1, j] * cp)
+        gj = tanh(g[j])
+        cn = fj * cp + ij * gj
+        oj = sigmoid(o[j] + p[2, j] * cn)
+        i[j], f[j], g[j], o[j] = ij, fj, gj, oj
+        c_out[j] = cn
+        h_out[j] = oj * tanh(cn)
+
+
+@njit(**KERNEL)
+def _interpolate(z, n, h, h_out):
+    """h' = z*n + (1-z)*h."""
+    for j in range(h.shape[0]):
+        h_out[j] = z[j] * n[j] + (1.0 - z[j]) * h[j]
+
+
+@njit(**KERNEL)
+def _lstm_backward(i, f, g, o, c, cn, dh, dc, di, df, dg, do):
+    """From dh (of h') and dc (of c') to the gate pre-activation gradients; dc becomes d c_prev.
+
+    h' = o tanh(c'): do = dh tanh(c') o(1-o),  dc' = dc + dh o (1 - tanh²(c'))
+    c' = f c + i g:  di = dc' g i(1-i),  df = dc' c f(1-f),  dg = dc' i (1-g²),  dc_prev = dc' f
+    """
+    for j in range(c.shape[0]):
+        tc = tanh(cn[j])
+        do[j] = dh[j] * tc * o[j] * (1.0 - o[j])
+        dcn = dc[j] + dh[j] * o[j] * (1.0 - tc * tc)
+        di[j] = dcn * g[j] * i[j] * (1.0 - i[j])
+        df[j] = dcn * c[j] * f[j] * (1.0 - f[j])
+        dg[j] = dcn * i[j] * (1.0 - g[j] * g[j])
+        dc[j] = dcn * f[j]
+
+
+@njit(**KERNEL)
+def _lstm_peephole_backward(i, f, g, o, p, c, cn, dh, dc, di, df, dg, do, dp):
+    """As `_lstm_backward`, plus the peephole paths: o_pre += p_o c', i_pre += p_i c, f_pre += p_f c;
+    dp (3, H) accumulates dp_i += di c, dp_f += df c, dp_o += do c'."""
+    for j in range(c.shape[0]):
+        tc = tanh(cn[j])
+        doj = dh[j] * tc * o[j] * (1.0 - o[j])
+        dcn = dc[j] + dh[j] * o[j] * (1.0 - tc * tc) + doj * p[2, j]
+        dij = dcn * g[j] * i[j] * (1.0 - i[j])
+        dfj = dcn * c[j] * f[j] * (1.0 - f[j])
+        dg[j] = dcn * i[j] * (1.0 - g[j] * g[j])
+        dc[j] = dcn * f[j] + dij * p[0, j] + dfj * p[1, j]
+        dp[0, j] += dij * c[j]
+        dp[1, j] += dfj * c[j]
+        dp[2, j] += doj * cn[j]
+        di[j], df[j], do[j] = dij, dfj, doj
+
+
+@njit(**KERNEL)
+def _interpolate_backward(z, n, h, dh, dz, dn):
+    """h' = z n + (1-z) h with z = σ(.), n = tanh(.): dz = dh (n-h) z(1-z), dn = dh z (1-n²);
+    dh becomes the direct part of d h_prev, dh (1-z)."""
+    for j in range(h.shape[0]):
+        dz[j] = dh[j] * (n[j] - h[j]) * z[j] * (1.0 - z[j])
+        dn[j] = dh[j] * z[j] * (1.0 - n[j] * n[j])
+        dh[j] = dh[j] * (1.0 - z[j])
+
+
+@njit(**KERNEL)
+def _reset_backward(r, h, drh, dr, dh):
+    """rh = r*h with r = σ(.): dr = drh h r(1-r), dh += drh r."""
+    for j in range(h.shape[0]):
+        dr[j] = drh[j] * h[j] * r[j] * (1.0 - r[j])
+        dh[j] += drh[j] * r[j]
+
+
+@njit(**KERNEL)
+def _act_backward(v, dh, d, relu):
+    """h' = act(pre): d = dh (1-h'²) for tanh, dh [h' > 0] for relu."""
+    for j in range(v.shape[0]):
+        if relu:
+            d[j] = dh[j] if v[j] > 0.0 else 0.0
+        else:
+            d[j] = dh[j] * (1.0 - v[j] * v[j])
+
+
+# ----------------------------------------------------------------------------- steps and windows
+
+@njit(**KERNEL)
 def forward_step(cell, xp, Whh, peep, h, c, a, h_out, c_out, rh, tmp):
     """One step for a batch: state (h, c) -> (h_out, c_out).
 
@@ -52,174 +191,127 @@ def forward_step(cell, xp, Whh, peep, h, c, a, h_out, c_out, rh, tmp):
         hr = tmp[: B * 2 * H].reshape(B, 2 * H)
         np.dot(h, Whh[: 2 * H].T, hr)                                # (B, 2H) h W_{r,z}^T
         for b in range(B):
-            for j in range(H):
-                r = _sigmoid(xp[b, j] + hr[b, j])
-                z = _sigmoid(xp[b, H + j] + hr[b, H + j])
-                a[b, j] = r
-                a[b, H + j] = z
-                rh[b, j] = r * h[b, j]
+            _add(a[b, : 2 * H], xp[b, : 2 * H], hr[b])
+            _sigmoid_(a[b, : 2 * H])                                 # r, z
+            _mul(rh[b], a[b, :H], h[b])                              # r*h
         hn = tmp[: B * H].reshape(B, H)
         np.dot(rh, Whh[2 * H:].T, hn)                                # (B, H) (r*h) W_hn^T
         for b in range(B):
-            for j in range(H):
-                n = np.tanh(xp[b, 2 * H + j] + hn[b, j])
-                a[b, 2 * H + j] = n
-                z = a[b, H + j]
-                h_out[b, j] = z * n + (1.0 - z) * h[b, j]
+            _add(a[b, 2 * H:], xp[b, 2 * H:], hn[b])
+            _tanh_(a[b, 2 * H:])                                     # n
+            _interpolate(a[b, H: 2 * H], a[b, 2 * H:], h[b], h_out[b])
         return
     hw = tmp[: B * GH].reshape(B, GH)
     np.dot(h, Whh.T, hw)                                             # (B, GH) h W_hh^T
-    if cell == LSTM:
-        has_peep = peep.shape[0] > 0
-        for b in range(B):
-            for j in range(H):
-                cp = c[b, j]
-                gi = xp[b, j] + hw[b, j]
-                gf = xp[b, H + j] + hw[b, H + j]
-                gg = xp[b, 2 * H + j] + hw[b, 2 * H + j]
-                go = xp[b, 3 * H + j] + hw[b, 3 * H + j]
-                if has_peep:
-                    gi += peep[0, j] * cp
-                    gf += peep[1, j] * cp
-                i = _sigmoid(gi)
-                f = _sigmoid(gf)
-                g = np.tanh(gg)
-                cn = f * cp + i * g
-                if has_peep:
-                    go += peep[2, j] * cn
-                o = _sigmoid(go)
-                a[b, j] = i
-                a[b, H + j] = f
-                a[b, 2 * H + j] = g
-                a[b, 3 * H + j] = o
-                c_out[b, j] = cn
-                h_out[b, j] = o * np.tanh(cn)
-    elif cell == GRU_MINIMAL:
-        for b in range(B):
-            for j in range(H):
-                z = _sigmoid(xp[b, j] + hw[b, j])
-                n = np.tanh(xp[b, H + j] + hw[b, H + j])
-                a[b, j] = z
-                a[b, H + j] = n
-                h_out[b, j] = z * n + (1.0 - z) * h[b, j]
-    else:
-        relu = cell == RNN_RELU
-        for b in range(B):
-            for j in range(H):
-                v = xp[b, j] + hw[b, j]
-                if relu:
-                    v = v if v > 0.0 else 0.0
-                else:
-                    v = np.tanh(v)
-                a[b, j] = v
-                h_out[b, j] = v
+    for b in range(B):
+        ab = a[b]
+        _add(ab, xp[b], hw[b])                                       # pre-activations
+        if cell == LSTM:
+            if peep.shape[0] > 0:
+                _lstm_peephole(ab[:H], ab[H: 2 * H], ab[2 * H: 3 * H], ab[3 * H:], peep, c[b], c_out[b], h_out[b])
+            else:
+                _sigmoid_(ab[: 2 * H])                               # i, f
+                _tanh_(ab[2 * H: 3 * H])                             # g
+                _sigmoid_(ab[3 * H:])                                # o
+                _lstm_state(ab[:H], ab[H: 2 * H], ab[2 * H: 3 * H], ab[3 * H:], c[b], c_out[b], h_out[b])
+        elif cell == GRU_MINIMAL:
+            _sigmoid_(ab[:H])                                        # z
+            _tanh_(ab[H:])                                           # n
+            _interpolate(ab[:H], ab[H:], h[b], h_out[b])
+        else:
+            if cell == RNN_RELU:
+                _relu_(ab)
+            else:
+                _tanh_(ab)
+            h_out[b, :] = ab
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def layer_forward(cell, XP, Whh, peep, Hs, Cs, A, RH, tmp):
     """The time loop. Hs[0], Cs[0] hold the initial state; Hs[t+1], Cs[t+1] receive step t's state.
 
-    XP (T, B, GH); Hs, Cs (T+1, B, H); A (T, B, GH) activated gates; RH (T, B, H) r*h for GRU full
-    (any shape otherwise: only RH[0] is touched); tmp (>= B*H*max(2G, 4),) flat scratch.
+    XP (T, B, GH); Hs, Cs (T+1, B, H) (Cs (T+1, 1, 1) unless LSTM); A (T, B, GH) activated gates;
+    RH (T, B, H) r*h for GRU full ((1, B, H) otherwise); tmp (n, >= ceil(B/n)*H*max(2G, 4)) scratch.
+    The batch rows are independent for the whole window, so n threads each run the time loop over
+    their own rows: no synchronisation between steps.
     """
-    T = XP.shape[0]
-    for t in range(T):
-        forward_step(cell, XP[t], Whh, peep, Hs[t], Cs[t], A[t], Hs[t + 1], Cs[t + 1],
-                     RH[t] if cell == GRU_FULL else RH[0], tmp)
+    T, B = XP.shape[0], XP.shape[1]
+    n = tmp.shape[0]
+    for ch in prange(n):
+        b0, b1 = B * ch // n, B * (ch + 1) // n
+        for t in range(T):
+            tr = t if cell == GRU_FULL else 0
+            forward_step(cell, XP[t, b0:b1], Whh, peep, Hs[t, b0:b1], Cs[t, b0:b1], A[t, b0:b1],
+                         Hs[t + 1, b0:b1], Cs[t + 1, b0:b1], RH[tr, b0:b1], tmp[ch])
 
 
-@njit(cache=True)
-def layer_backward(cell, Whh, peep, Hs, Cs, A, RH, dY, dhT, dcT, dP, dpeep, dh, dc, tmp):
-    """Backpropagation through the window, in exact reverse order of `layer_forward`.
+@njit(cache=True, parallel=True, error_model="numpy")
+def layer_backward(cell, Whh, peep, Hs, Cs, A, dY, dP, dpeep, dh, dc, tmp):
+    """Backpropagation through the window, in exact reverse order of `layer_forward`, n threads each on
+    their own batch rows.
 
-    dY (T, B, H) gradient of the layer's outputs; dhT, dcT (B, H) gradient of the final state (from the
-    next window: zero in truncated BPTT). Writes dP (T, B, GH) pre-activation gradients, accumulates
-    dpeep (3, H) for peepholes, and leaves dh, dc (B, H) holding the gradient of the initial state.
-    tmp (>= B*H*max(2G, 4),) flat scratch.
+    dY (T, B, H) gradient of the layer's outputs; dh, dc (B, H) in: gradient of the final state (zero
+    in truncated BPTT), out: gradient of the initial state. Writes dP (T, B, GH) pre-activation
+    gradients; dpeep (n, 3, H) receives each thread's peephole gradient.
+    tmp (n, >= ceil(B/n)*H*max(2G, 4)) scratch.
     """
-    T, B, H = dY.shape
-    dn = tmp[: B * H].reshape(B, H)                   # GRU full: n-block pre-activation gradient
-    drz = tmp[B * H: 3 * B * H].reshape(B, 2 * H)     # GRU full: r,z-block pre-activation gradients
-    dx = tmp[3 * B * H: 4 * B * H].reshape(B, H)      # GRU: gradient through a recurrent product
+    B = dY.shape[1]
+    n = tmp.shape[0]
+    dpeep[:] = 0.0
+    for ch in prange(n):
+        _window_backward(cell, Whh, peep, Hs, Cs, A, dY, dP, dpeep[ch], dh, dc, tmp[ch],
+                         B * ch // n, B * (ch + 1) // n)
+
+
+@njit(**KERNEL)
+def _window_backward(cell, Whh, peep, Hs, Cs, A, dY, dP, dpeep, dh_all, dc_all, tmp, b0, b1):
+    """The backward time loop for batch rows b0..b1-1 (arguments as in `layer_backward`)."""
+    T = dY.shape[0]
+    H = dY.shape[2]
+    B = b1 - b0
+    dh = dh_all[b0:b1]                                # (B, H) d h_t, flowing back in time
+    dc = dc_all[b0:b1]                                # (B, H) d c_t (LSTM)
+    dx = tmp[: B * H].reshape(B, H)                   # gradient through a recurrent product (GRU)
     has_peep = cell == LSTM and peep.shape[0] > 0
-    dh[:] = dhT
-    dc[:] = dcT
     for t in range(T - 1, -1, -1):
-        a = A[t]
-        d = dP[t]
-        h = Hs[t]
+        a = A[t, b0:b1]
+        d = dP[t, b0:b1]
+        h = Hs[t, b0:b1]
+        dy = dY[t, b0:b1]
         for b in range(B):
-            for j in range(H):
-                dh[b, j] += dY[t, b, j]
+            _iadd(dh[b], dy[b])
         if cell == LSTM:
+            cp = Cs[t, b0:b1]
+            cn = Cs[t + 1, b0:b1]
             for b in range(B):
-                for j in range(H):
-                    i = a[b, j]
-                    f = a[b, H + j]
-                    g = a[b, 2 * H + j]
-                    o = a[b, 3 * H + j]
-                    cp = Cs[t, b, j]
-                    cn = Cs[t + 1, b, j]
-                    tc = np.tanh(cn)
-                    dgo = dh[b, j] * tc * o * (1.0 - o)          # h' = o tanh(c'),  do/dgo = o(1-o)
-                    dcn = dc[b, j] + dh[b, j] * o * (1.0 - tc * tc)  # d tanh(c') = 1 - tanh²
-                    if has_peep:
-                        dcn += dgo * peep[2, j]                   # go += p_o c'
-                    dgi = dcn * g * i * (1.0 - i)                 # c' = f c + i g
-                    dgf = dcn * cp * f * (1.0 - f)
-                    dgg = dcn * i * (1.0 - g * g)
-                    dcp = dcn * f
-                    if has_peep:
-                        dcp += dgi * peep[0, j] + dgf * peep[1, j]
-                        dpeep[0, j] += dgi * cp
-                        dpeep[1, j] += dgf * cp
-                        dpeep[2, j] += dgo * cn
-                    d[b, j] = dgi
-                    d[b, H + j] = dgf
-                    d[b, 2 * H + j] = dgg
-                    d[b, 3 * H + j] = dgo
-                    dc[b, j] = dcp
-            np.dot(d, Whh, dh)                                    # dh_prev = dP W_hh
+                ab, db = a[b], d[b]
+                if has_peep:
+                    _lstm_peephole_backward(ab[:H], ab[H: 2 * H], ab[2 * H: 3 * H], ab[3 * H:], peep, cp[b], cn[b],
+                                            dh[b], dc[b], db[:H], db[H: 2 * H], db[2 * H: 3 * H], db[3 * H:], dpeep)
+                else:
+                    _lstm_backward(ab[:H], ab[H: 2 * H], ab[2 * H: 3 * H], ab[3 * H:], cp[b], cn[b],
+                                   dh[b], dc[b], db[:H], db[H: 2 * H], db[2 * H: 3 * H], db[3 * H:])
+            np.dot(d, Whh, dh)                                        # dh_prev = dP W_hh
         elif cell == GRU_FULL:
+            dn = tmp[B * H: 2 * B * H].reshape(B, H)                  # n-block pre-activation gradient
             for b in range(B):
-                for j in range(H):
-                    z = a[b, H + j]
-                    n = a[b, 2 * H + j]
-                    drz[b, H + j] = dh[b, j] * (n - h[b, j]) * z * (1.0 - z)  # h' = z n + (1-z) h
-                    dn[b, j] = dh[b, j] * z * (1.0 - n * n)               # n = tanh(..)
-                    dh[b, j] = dh[b, j] * (1.0 - z)                       # direct path (1-z) h
-            np.dot(dn, Whh[2 * H:], dx)                                   # d(r*h) = dn_pre W_hn
+                _interpolate_backward(a[b, H: 2 * H], a[b, 2 * H:], h[b], dh[b], d[b, H: 2 * H], dn[b])
+                d[b, 2 * H:] = dn[b]
+            np.dot(dn, Whh[2 * H:], dx)                               # d(r*h) = dn_pre W_hn
+            drz = tmp[B * H: 3 * B * H].reshape(B, 2 * H)             # r,z-block gradients (dn is done)
             for b in range(B):
-                for j in range(H):
-                    r = a[b, j]
-                    drz[b, j] = dx[b, j] * h[b, j] * r * (1.0 - r)       # r_pre: d(r h)/dr = h
-                    dh[b, j] += dx[b, j] * r
-            np.dot(drz, Whh[: 2 * H], dx)                                 # through W_hr, W_hz
+                _reset_backward(a[b, :H], h[b], dx[b], d[b, :H], dh[b])
+                drz[b] = d[b, : 2 * H]
+            np.dot(drz, Whh[: 2 * H], dx)                             # through W_hr, W_hz
             for b in range(B):
-                for j in range(H):
-                    dh[b, j] += dx[b, j]
-                    d[b, j] = drz[b, j]
-                    d[b, H + j] = drz[b, H + j]
-                    d[b, 2 * H + j] = dn[b, j]
+                _iadd(dh[b], dx[b])
         elif cell == GRU_MINIMAL:
             for b in range(B):
-                for j in range(H):
-                    z = a[b, j]
-                    n = a[b, H + j]
-                    d[b, j] = dh[b, j] * (n - h[b, j]) * z * (1.0 - z)
-                    d[b, H + j] = dh[b, j] * z * (1.0 - n * n)
-                    dh[b, j] = dh[b, j] * (1.0 - z)
+                _interpolate_backward(a[b, :H], a[b, H:], h[b], dh[b], d[b, :H], d[b, H:])
             np.dot(d, Whh, dx)
             for b in range(B):
-                for j in range(H):
-                    dh[b, j] += dx[b, j]
+                _iadd(dh[b], dx[b])
         else:
-            relu = cell == RNN_RELU
             for b in range(B):
-                for j in range(H):
-                    v = a[b, j]
-                    if relu:
-                        d[b, j] = dh[b, j] if v > 0.0 else 0.0
-                    else:
-                        d[b, j] = dh[b, j] * (1.0 - v * v)
+                _act_backward(a[b], dh[b], d[b], cell == RNN_RELU)
             np.dot(d, Whh, dh)

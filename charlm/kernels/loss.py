@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def softmax_xent(Z, y, scale, nll):
     """Per-row NLL into nll (N,) float64 and Z overwritten by the scaled gradient dL/dZ. Z (N, V)."""
     N, V = Z.shape
@@ -31,7 +31,7 @@ def softmax_xent(Z, y, scale, nll):
         row[y[n]] -= scale
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def logsoftmax_nll(Z, y, nll):
     """nll[n] = -log softmax(Z[n])[y[n]] in float64 precision; Z (N, V) is left unchanged."""
     N, V = Z.shape
@@ -47,7 +47,7 @@ def logsoftmax_nll(Z, y, nll):
         nll[n] = np.log(s) + m - row[y[n]]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def scatter_add_rows(dE, ids, dX):
     """dE[ids[n]] += dX[n] for n in 0..N-1 (the embedding gradient). dE (V, E), ids (N,), dX (N, E)."""
     N, E = dX.shape

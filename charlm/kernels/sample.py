@@ -12,7 +12,7 @@ from numba import njit
 from charlm.kernels.cells import forward_step
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pick(z, temp, top_k, top_p, greedy, u, p, order):
     """Choose a token from logits z (V,) with uniform u; p (V,) and order (V,) are scratch."""
     V = z.shape[0]
@@ -57,7 +57,7 @@ def _pick(z, temp, top_k, top_p, greedy, u, p, order):
     return order[keep - 1]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def generate(cell, emb, Wih, Whh, bias, peep, dec, dec_b, state, prefix, n, temp, top_k, top_p, greedy,
              U, eos_id, stop_at_eos, out, lengths):
     """Feed prefix (P >= 1 tokens, the same for every row), then sample n tokens per row.

@@ -1,0 +1,66 @@
+"""Matrix products split across Numba's threads, each part one single-threaded BLAS call.
+
+charlm keeps BLAS itself at one thread (see `charlm.threads`) and runs its own threads: OpenBLAS
+threads that spin while Numba's threads also run fight for the cores, and on a busy 2-core machine
+that made training several times slower. Rows of the output are split evenly; a product summed over
+rows (A^T B) gives each thread a partial sum of its rows, added at the end.
+The thread count is read in Python (`parts`) and passed in, so the compiled kernels can be cached.
+"""
+import numba
+import numpy as np
+from numba import njit, prange
+
+KERNEL = dict(cache=True, parallel=True, error_model="numpy")
+MIN_ROWS = 16     # fewer rows per thread than this are not worth a thread
+
+
+def parts(rows: int) -> int:
+    """How many threads share `rows` rows."""
+    return max(1, min(numba.get_num_threads(), rows // MIN_ROWS))
+
+
+def matmul(A, B, out):
+    """out = A @ B.  A (M, K), B (K, N) (C or F order), out (M, N)."""
+    _matmul(A, B, out, parts(A.shape[0]))
+
+
+def matmul_bias(A, B, bias, out):
+    """out = A @ B + bias.  A (M, K), B (K, N), bias (N,), out (M, N)."""
+    _matmul_bias(A, B, bias, out, parts(A.shape[0]))
+
+
+def matmul_tn_add(A, B, out):
+    """out += A^T @ B, summed over the M rows.  A (M, K), B (M, N), out (K, N)."""
+    _matmul_tn_add(A, B, out, parts(A.shape[0]))
+
+
+@njit(**KERNEL)
+def _matmul(A, B, out, n):
+    M = A.shape[0]
+    for c in prange(n):
+        r0, r1 = M * c // n, M * (c + 1) // n
+        np.dot(A[r0:r1], B, out[r0:r1])
+
+
+@njit(**KERNEL)
+def _matmul_bias(A, B, bias, out, n):
+    M, N = out.shape
+    for c in prange(n):
+        r0, r1 = M * c // n, M * (c + 1) // n
+        np.dot(A[r0:r1], B, out[r0:r1])
+        for r in range(r0, r1):
+            row = out[r]
+            for j in range(N):
+                row[j] += bias[j]
+
+
+@njit(**KERNEL)
+def _matmul_tn_add(A, B, out, n):
+    M = A.shape[0]
+    K, N = out.shape
+    partial = np.empty((n, K, N), out.dtype)
+    for c in prange(n):
+        r0, r1 = M * c // n, M * (c + 1) // n
+        np.dot(A[r0:r1].T, B[r0:r1], partial[c])
+    for c in range(n):
+        out += partial[c]
