@@ -1,0 +1,100 @@
+"""The threaded paths: batch rows split across Numba threads, and the float32 activations.
+
+Gradient checks elsewhere use small batches that run on one thread; here the batch is large enough to be
+split, and the result must equal the float64 reference and the single-thread run.
+"""
+import sys
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+from charlm import model
+from charlm.config import ModelConfig
+from charlm.kernels import gemm
+from charlm.kernels.activations import sigmoid, tanh
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference  # noqa: E402
+
+CELLS = [dict(cell="lstm"), dict(cell="lstm", peephole=True), dict(cell="gru"), dict(cell="gru", gru_variant="minimal"),
+         dict(cell="rnn"), dict(cell="rnn", activation="relu")]
+
+
+def _setup(kw, B=40, T=5, dtype=np.float64):
+    cfg = ModelConfig(layers=2, hidden=6, embed=5, vocab_size=9, **kw)
+    rng = np.random.default_rng(3)
+    P = {k: v.astype(dtype) for k, v in reference.random_params(cfg, rng).items()}
+    x = rng.integers(0, 9, (T, B)).astype(np.int32)
+    y = rng.integers(0, 9, (T, B)).astype(np.int32)
+    state = rng.uniform(-0.5, 0.5, (2, 2, B, 6)).astype(dtype)
+    return cfg, P, x, y, state
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two Numba threads")
+@pytest.mark.parametrize("kw", CELLS, ids=lambda kw: "-".join(str(v) for v in kw.values()))
+def test_split_batch_equals_reference_and_one_thread(kw):
+    cfg, P, x, y, state = _setup(kw)
+    assert gemm.parts(x.shape[1]) == 2                        # the batch really is split
+    nll, new_state = model.token_nll(cfg, P, x, y, state)
+    ref = -reference.lm_token_logprobs(cfg, P, x, y, [(state[k, 0], state[k, 1]) for k in range(2)])
+    np.testing.assert_allclose(nll, ref, rtol=1e-10, atol=1e-12)
+    loss2, g2, s2 = model.loss_and_grads(cfg, P, x, y, state)
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        assert gemm.parts(x.shape[1]) == 1
+        loss1, g1, s1 = model.loss_and_grads(cfg, P, x, y, state)
+    finally:
+        numba.set_num_threads(old)
+    assert loss1 == pytest.approx(loss2, rel=1e-13)
+    np.testing.assert_allclose(s1, s2, rtol=0, atol=1e-13)
+    for k in g1:
+        np.testing.assert_allclose(g1[k], g2[k], rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+@pytest.mark.parametrize("kw", CELLS[:3], ids=lambda kw: "-".join(str(v) for v in kw.values()))
+def test_float32_split_batch_close_to_reference(kw):
+    cfg, P, x, y, state = _setup(kw, dtype=np.float32)
+    nll, _ = model.token_nll(cfg, P, x, y, state)
+    ref = -reference.lm_token_logprobs(cfg, P, x, y, [(state[k, 0], state[k, 1]) for k in range(2)])
+    np.testing.assert_allclose(nll, ref, rtol=2e-5, atol=2e-5)
+
+
+def test_float32_activations_within_a_few_ulp():
+    x = np.concatenate([np.linspace(-20, 20, 200001), [0.0, 1e-8, -1e-8, 7.9, -7.9, 9.0, 1e4, -1e4]]).astype(np.float32)
+
+    @numba.njit
+    def apply(v):
+        t = np.empty_like(v)
+        s = np.empty_like(v)
+        for i in range(v.shape[0]):
+            t[i] = tanh(v[i])
+            s[i] = sigmoid(v[i])
+        return t, s
+
+    t, s = apply(x)
+    xd = x.astype(np.float64)
+    eps = np.finfo(np.float32).eps
+    assert np.max(np.abs(t - np.tanh(xd))) < 4 * eps           # absolute error, values in [-1, 1]
+    assert np.max(np.abs(s - 1 / (1 + np.exp(-xd)))) < 4 * eps
+    assert np.all(np.abs(t) <= 1) and np.all((s >= 0) & (s <= 1))
+    t64, s64 = apply(xd)                                        # float64: libm tanh, not the approximation
+    np.testing.assert_allclose(t64, np.tanh(xd), rtol=1e-15, atol=1e-300)
+
+
+def test_gemm_helpers_match_numpy():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((70, 9))
+    B = rng.standard_normal((9, 5))
+    out = np.empty((70, 5))
+    gemm.matmul(A, B, out)
+    np.testing.assert_allclose(out, A @ B, rtol=1e-12)
+    bias = rng.standard_normal(5)
+    gemm.matmul_bias(A, B, bias, out)
+    np.testing.assert_allclose(out, A @ B + bias, rtol=1e-12)
+    C = rng.standard_normal((70, 4))
+    acc = np.ones((9, 4))
+    gemm.matmul_tn_add(A, C, acc)
+    np.testing.assert_allclose(acc, 1 + A.T @ C, rtol=1e-12)
