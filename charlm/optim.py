@@ -35,9 +35,18 @@ def _sgd_kernel(p, g, u, lr, mu):
         p[i] -= lr * ui
 
 
+@njit(cache=True, error_model="numpy")
+def _sum_squares(g):
+    """Σ g² accumulated in float64 (g flat)."""
+    s = 0.0
+    for i in range(g.shape[0]):
+        s += np.float64(g[i]) * g[i]
+    return s
+
+
 def global_norm(grads: dict[str, np.ndarray]) -> float:
     """sqrt(Σ g²) over every gradient, accumulated in float64."""
-    return math.sqrt(sum(float(np.dot(g.ravel().astype(np.float64), g.ravel())) for g in grads.values()))
+    return math.sqrt(sum(_sum_squares(g.reshape(-1)) for g in grads.values()))
 
 
 def clip_grads(grads: dict[str, np.ndarray], clip: float) -> float:
