@@ -13,7 +13,7 @@
 (6) stop_at_eos: hypotheses end at their first EOS, lengths are right, finished ones keep their score.
 (7) W > V and W > V^n: unused rows are score -inf and length 0, no crash.
 
-`beam_ids` below is the Python-side wrapper, modeled on charlm.generate.sample_ids.
+The Python-side wrapper is charlm.generate.beam_ids.
 """
 import itertools
 import os
@@ -29,34 +29,9 @@ import reference as ref  # noqa: E402
 from charlm import generate  # noqa: E402
 from charlm.config import ModelConfig  # noqa: E402
 from charlm.errors import CharlmError  # noqa: E402
+from charlm.generate import beam_ids  # noqa: E402
 from charlm.kernels.beam import beam_search, top_k  # noqa: E402
 from charlm.kernels.cells import cell_code  # noqa: E402
-
-
-def beam_ids(cfg, P, prefix: np.ndarray, length: int, width: int, stop_at_eos: bool):
-    """Beam search of `width` for `length` tokens after prefix (starting with EOS). Returns the found
-    hypotheses, best first, as a list of (int32 ids, total natural-log probability)."""
-    if cfg.bidirectional:
-        raise CharlmError("a bidirectional model sees the future: it cannot generate text")
-    if width < 1:
-        raise CharlmError(f"--beam must be >= 1, got {width}")
-    if length <= 0:
-        return [(np.zeros(0, np.int32), 0.0)]
-    dtype = P["embedding.weight"].dtype
-    L = cfg.layers
-    Wih = tuple(P[f"rnn.weight_ih_l{k}"] for k in range(L))
-    Whh = tuple(P[f"rnn.weight_hh_l{k}"] for k in range(L))
-    bias = tuple(P[f"rnn.bias_ih_l{k}"] + P[f"rnn.bias_hh_l{k}"] for k in range(L))
-    peep = tuple(P[f"rnn.weight_peep_l{k}"] if cfg.cell == "lstm" and cfg.peephole
-                 else np.zeros((0, cfg.hidden), dtype) for k in range(L))
-    dec = P["embedding.weight"] if cfg.tied else P["decoder.weight"]
-    out = np.empty((width, length), np.int32)
-    scores = np.empty(width, np.float64)
-    lengths = np.empty(width, np.int64)
-    beam_search(cell_code(cfg), P["embedding.weight"], Wih, Whh, bias, peep, dec, P["decoder.bias"],
-                np.ascontiguousarray(prefix, np.int32), length, width, cfg.eos_id, bool(stop_at_eos),
-                out, scores, lengths)
-    return [(out[j, : lengths[j]].copy(), float(scores[j])) for j in range(width) if lengths[j] > 0]
 
 
 CELLS = {

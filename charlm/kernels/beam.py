@@ -33,38 +33,11 @@ Algorithm.
 import numpy as np
 from numba import njit
 
-from charlm.kernels.cells import forward_step
+from charlm.kernels.sample import feed
 
 UNUSED = 0     # row holds no hypothesis (fewer than W exist yet)
 LIVE = 1       # row's hypothesis is still extended
 FINISHED = 2   # row's hypothesis ended at EOS (stop_at_eos)
-
-
-@njit(cache=True, error_model="numpy")
-def _feed(cell, emb, Wih, Whh, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp):
-    """One step of the whole stack for B rows: input tokens tok (B,), state (L, 2, B, H) updated in place.
-
-    Scratch (as in sample.generate): xe (B, E), xp (B, GH), a (B, GH), hn (B, H), cn (B, H) zero for
-    non-LSTM cells, rh (B, H), tmp (>= B*H*max(2G, 4),). The top layer's new h is state[L-1, 0].
-    """
-    L = state.shape[0]
-    B = tok.shape[0]
-    E = emb.shape[1]
-    GH = xp.shape[1]
-    for b in range(B):
-        for e in range(E):
-            xe[b, e] = emb[tok[b], e]                                # (B, E) embedding rows
-    for k in range(L):
-        if k == 0:
-            np.dot(xe, Wih[k].T, xp)                                 # (B, GH)
-        else:
-            np.dot(hn, Wih[k].T, xp)                                 # (B, GH) layer k-1's new h
-        for b in range(B):
-            for g in range(GH):
-                xp[b, g] += bias[k][g]
-        forward_step(cell, xp, Whh[k], peep[k], state[k, 0], state[k, 1], a, hn, cn, rh, tmp)
-        state[k, 0, :, :] = hn
-        state[k, 1, :, :] = cn
 
 
 @njit(cache=True, inline="always")
@@ -174,7 +147,7 @@ def beam_search(cell, emb, Wih, Whh, bias, peep, dec, dec_b, prefix, n, W, eos_i
     # --- 0. the prefix, one row, then copied into every row ---------------------------------------------
     for t in range(prefix.shape[0]):
         tok1[0] = prefix[t]
-        _feed(cell, emb, Wih, Whh, bias, peep, tok1, state1, xe1, xp1, a1, hn1, cn1, rh1, tmp)
+        feed(cell, emb, Wih, Whh, bias, peep, tok1, state1, xe1, xp1, a1, hn1, cn1, rh1, tmp)
     for k in range(L):
         for s in range(2):
             for j in range(W):
@@ -247,7 +220,7 @@ def beam_search(cell, emb, Wih, Whh, bias, peep, dec, dec_b, prefix, n, W, eos_i
         if live == 0:
             break
         if i + 1 < n:
-            _feed(cell, emb, Wih, Whh, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
+            feed(cell, emb, Wih, Whh, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
     # --- 3. read the hypotheses back through the back-pointers ------------------------------------------
     out[:, :] = -1
     for j in range(W):

@@ -58,6 +58,33 @@ def _pick(z, temp, top_k, top_p, greedy, u, p, order):
 
 
 @njit(cache=True, error_model="numpy")
+def feed(cell, emb, Wih, Whh, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp):
+    """One step of the whole stack for B rows: input tokens tok (B,), state (L, 2, B, H) updated in place.
+
+    Scratch (as in `generate`): xe (B, E), xp (B, GH), a (B, GH), hn (B, H), cn (B, H) zero for
+    non-LSTM cells, rh (B, H), tmp (>= B*H*max(2G, 4),). The top layer's new h is state[L-1, 0].
+    """
+    L = state.shape[0]
+    B = tok.shape[0]
+    E = emb.shape[1]
+    GH = xp.shape[1]
+    for b in range(B):
+        for e in range(E):
+            xe[b, e] = emb[tok[b], e]                                # (B, E) embedding rows
+    for k in range(L):
+        if k == 0:
+            np.dot(xe, Wih[k].T, xp)                                 # (B, GH)
+        else:
+            np.dot(hn, Wih[k].T, xp)                                 # (B, GH) layer k-1's new h
+        for b in range(B):
+            for g in range(GH):
+                xp[b, g] += bias[k][g]
+        forward_step(cell, xp, Whh[k], peep[k], state[k, 0], state[k, 1], a, hn, cn, rh, tmp)
+        state[k, 0, :, :] = hn
+        state[k, 1, :, :] = cn
+
+
+@njit(cache=True, error_model="numpy")
 def generate(cell, emb, Wih, Whh, bias, peep, dec, dec_b, state, prefix, n, temp, top_k, top_p, greedy,
              U, eos_id, stop_at_eos, out, lengths):
     """Feed prefix (P >= 1 tokens, the same for every row), then sample n tokens per row.
@@ -87,20 +114,7 @@ def generate(cell, emb, Wih, Whh, bias, peep, dec, dec_b, state, prefix, n, temp
     lengths[:] = 0
     P = prefix.shape[0]
     for step in range(P - 1 + n):
-        for b in range(B):
-            for e in range(E):
-                xe[b, e] = emb[tok[b], e]
-        for k in range(L):
-            if k == 0:
-                np.dot(xe, Wih[k].T, xp)                             # (B, GH)
-            else:
-                np.dot(hn, Wih[k].T, xp)
-            for b in range(B):
-                for g in range(GH):
-                    xp[b, g] += bias[k][g]
-            forward_step(cell, xp, Whh[k], peep[k], state[k, 0], state[k, 1], a, hn, cn, rh, tmp)
-            state[k, 0, :, :] = hn
-            state[k, 1, :, :] = cn
+        feed(cell, emb, Wih, Whh, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
         if step < P - 1:
             tok[:] = prefix[step + 1]
             continue
