@@ -1,8 +1,10 @@
 """The command line: parse options, call the library, print. Nothing here imports NumPy or Numba at
 module level, so `charlm --help` starts fast; each command imports what it needs when it runs.
 
-Errors the user can fix (CharlmError) print one line on stderr and exit 1; an interrupted training run
-exits 130 after saving; anything unexpected prints one line and exits 2 (`--debug` shows the traceback).
+Errors the user can fix (CharlmError) print one line on stderr and exit 1 (or the error's own
+`exit_code`: 3 when training diverged); a training run stopped by Ctrl-C (SIGINT) or SIGTERM saves a
+resumable checkpoint and exits 130 or 143; anything unexpected prints one line and exits 2 (`--debug`
+shows the traceback).
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from charlm import __version__
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 2
-EXIT_INTERRUPTED = 130
+EXIT_DIVERGED = 3          # charlm.train.TrainingDiverged.exit_code
+EXIT_INTERRUPTED = 130     # 128 + SIGINT
+EXIT_TERMINATED = 143      # 128 + SIGTERM
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -41,7 +45,7 @@ class CharlmGroup(click.Group):
                 raise
             if isinstance(e, CharlmError):
                 click.echo(f"charlm: error: {e}", err=True)
-                sys.exit(EXIT_ERROR)
+                sys.exit(getattr(e, "exit_code", EXIT_ERROR))
             if isinstance(e, MemoryError):
                 click.echo("charlm: error: out of memory: try a smaller --batch-size, --hidden or corpus", err=True)
                 sys.exit(EXIT_ERROR)
@@ -62,14 +66,23 @@ def json_option(f):
 
 def threads_option(f):
     return click.option("--threads", type=click.IntRange(min=1), default=None,
-                        help="CPU threads for the kernels and BLAS (default: all cores).")(f)
+                        help="CPU threads for the kernels (default: all cores).")(f)
 
 
 def set_threads(n):
-    """Limit BLAS and Numba threads; must run before NumPy or Numba load."""
-    if n:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            os.environ[var] = str(n)
+    """Size Numba's thread pool to n, if Numba has not loaded yet (BLAS runs single-threaded inside
+    charlm's calls). Each command also runs its work inside compute_threads(n), which sets how many of the
+    pool's threads work, for that command only (a second command in one process, as in tests)."""
+    if not n:
+        return
+    if "numba" not in sys.modules:
+        os.environ["NUMBA_NUM_THREADS"] = str(n)
+
+
+def compute_threads(n):
+    """The library's thread scope (loaded only when a command runs: it imports Numba)."""
+    from charlm.threads import compute_threads as scope
+    return scope(n)
 
 
 def load_model(path):
@@ -100,7 +113,8 @@ def main(ctx, debug):
 @main.command(context_settings=CONTEXT)
 @click.argument("corpus", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", default="model.safetensors", show_default=True, type=click.Path(dir_okay=False),
-              help="Where the model goes (the best on validation, or the last with --keep last).")
+              help="Where the model goes (the best on validation, or the last with --keep last). The run "
+                   "state for --resume goes beside it, in OUT.state.")
 @click.option("--level", type=click.Choice(["char", "word"]), default="char", show_default=True)
 @click.option("--lowercase", is_flag=True, help="Lower-case the text before lookup.")
 @click.option("--min-count", type=click.IntRange(min=1), default=1, show_default=True,
@@ -129,8 +143,10 @@ def main(ctx, debug):
               help="Divide the learning rate by this each time validation does not improve.")
 @click.option("--clip", type=float, default=5.0, show_default=True, help="Global gradient-norm clip (0 = off).")
 @click.option("--epochs", type=float, default=0, help="Passes over the training text (0 = no limit).")
-@click.option("--max-steps", type=int, default=0, help="Optimizer steps (0 = no limit).")
-@click.option("--time-budget", type=float, default=0, help="Seconds of training (0 = no limit).")
+@click.option("--max-steps", type=int, default=0,
+              help="Optimizer steps of the whole run, resumed sessions included (0 = no limit).")
+@click.option("--time-budget", type=float, default=0,
+              help="Seconds of training of the whole run, resumed sessions included (0 = no limit).")
 @click.option("--valid", "valid_path", type=click.Path(), default=None, help="Validation text file.")
 @click.option("--valid-fraction", type=float, default=0.05, show_default=True,
               help="Without --valid: the corpus' tail held out for validation.")
@@ -140,67 +156,138 @@ def main(ctx, debug):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
               help="What to do with invalid UTF-8.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also save the run state (and with --keep last the model) every N steps; it is always "
+                   "saved at each validation, on Ctrl-C and at the end.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run saved at --out (OUT.state) exactly where it stopped. Model, data and "
+                   "batching options come from the run; given limits replace the run's (they count the "
+                   "whole run); --lr, --clip, --dropout, --lr-decay, --valid-every, --keep may change.")
+@click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+              help="A NaN or infinite loss or gradient: stop (exit 3, the last good state saved), or skip "
+                   "that step and go on.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @threads_option
-def train(corpus, out, level, lowercase, min_count, max_vocab, cell, activation, gru_variant, peephole,
+@click.pass_context
+def train(ctx, corpus, out, level, lowercase, min_count, max_vocab, cell, activation, gru_variant, peephole,
           bidirectional, layers, hidden, embed, tie_weights, dropout, batch_size, seq_len, optimizer, lr,
           momentum, lr_decay, clip, epochs, max_steps, time_budget, valid_path, valid_fraction, valid_every,
-          keep, seed, encoding_errors, quiet, as_json, threads):
+          keep, seed, encoding_errors, checkpoint_every, resume, on_nonfinite, quiet, as_json, threads):
     """Train a language model on UTF-8 text files.
 
-    Without --epochs, --max-steps or --time-budget, training runs one epoch.
+    Without --epochs, --max-steps or --time-budget, training runs one epoch. Ctrl-C (or SIGTERM) finishes
+    the current step, saves, and prints the command that resumes the run (exit code 130, or 143); a
+    diverged run (NaN or infinite loss) exits 3. Same seed, data and --threads: the same model, bit for
+    bit, whether or not the run was interrupted and resumed.
 
     \b
     Examples:
       charlm train input.txt --time-budget 300
       charlm train ptb.train.txt --valid ptb.valid.txt --level word --hidden 200 --epochs 6
+      charlm train input.txt --resume --max-steps 20000
     """
+    params = {name: value for name, value in locals().items() if name != "ctx"}    # every option, by name
     set_threads(threads)
     from charlm.config import ModelConfig, TrainConfig
     from charlm.errors import CharlmError
     from charlm.train import load_corpus, train as run_training
 
-    if not (epochs or max_steps or time_budget):
-        epochs = 1
-    embed = embed or hidden
-    if tie_weights and embed != hidden:
-        raise CharlmError(f"--tie-weights needs --embed equal to --hidden, got embed {embed} and hidden {hidden}")
-    tc = TrainConfig(batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
-                     lr=lr if lr is not None else (2e-3 if optimizer == "adam" else 1.0), momentum=momentum,
-                     lr_decay=lr_decay, clip=clip, dropout=dropout, epochs=epochs, max_steps=max_steps,
-                     time_budget=time_budget, valid_fraction=valid_fraction, valid_every=valid_every, seed=seed,
-                     keep=keep)
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    state = None
     if bidirectional:
         raise CharlmError("--bidirectional: a language model predicts each token from the ones before it, and "
                           "a backward direction would read the very token it must predict")
     _check_out(out)
-    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    if resume:
+        from charlm.resume import load_state, resume_options, state_path
+        where = state_path(out)
+        if not os.path.exists(where):
+            raise CharlmError(f"--resume: no run state at {where} (a run saves it at each validation, each "
+                              f"--checkpoint-every, on Ctrl-C and at the end); start without --resume")
+        state = load_state(where)
+        explicit = {name for name in params if _given(ctx, name)}
+        params, notes = resume_options(state, params, explicit, where)
+        for note in notes:
+            log(f"changed on resume: {note}")
+        lr = params["lr"]
+        if threads is None:                  # the run's thread count: the same bits as if it never stopped
+            threads = min(state.progress["threads"], os.cpu_count() or 1)
+            set_threads(threads)
+    p = params
+    if not (p["epochs"] or p["max_steps"] or p["time_budget"]):
+        p["epochs"] = 1
+    p["embed"] = p["embed"] or p["hidden"]
+    if p["tie_weights"] and p["embed"] != p["hidden"]:
+        raise CharlmError(f"--tie-weights needs --embed equal to --hidden, got embed {p['embed']} and "
+                          f"hidden {p['hidden']}")
+    if lr is None:
+        lr = 2e-3 if p["optimizer"] == "adam" else 1.0
+    tc = TrainConfig(batch_size=p["batch_size"], seq_len=p["seq_len"], optimizer=p["optimizer"], lr=lr,
+                     momentum=p["momentum"], lr_decay=p["lr_decay"], clip=p["clip"], dropout=p["dropout"],
+                     epochs=p["epochs"], max_steps=p["max_steps"], time_budget=p["time_budget"],
+                     valid_fraction=p["valid_fraction"], valid_every=p["valid_every"], seed=p["seed"],
+                     keep=p["keep"])
+    if state is None and os.path.exists(out):
+        from charlm.resume import state_path
+        hint = " (add --resume to continue the run saved there)" if os.path.exists(state_path(out)) else ""
+        log(f"note: {out} exists: this new run replaces it at its first save{hint}")
     log(f"reading {', '.join(corpus)}")
-    data = load_corpus(corpus, level, lowercase, min_count, max_vocab, valid_path, valid_fraction, encoding_errors)
-    cfg = ModelConfig(level=level, cell=cell, layers=layers, hidden=hidden, embed=embed, vocab_size=len(data.vocab),
-                      unk_id=data.vocab.unk_id, eos_id=data.vocab.eos_id, lowercase=lowercase, tied=tie_weights,
-                      activation=activation, gru_variant=gru_variant, peephole=peephole)
+    valid_path = p["valid_path"]
+    data = load_corpus(corpus, p["level"], p["lowercase"], p["min_count"], p["max_vocab"], valid_path,
+                       p["valid_fraction"], p["encoding_errors"])
+    cfg = ModelConfig(level=p["level"], cell=p["cell"], layers=p["layers"], hidden=p["hidden"], embed=p["embed"],
+                      vocab_size=len(data.vocab), unk_id=data.vocab.unk_id, eos_id=data.vocab.eos_id,
+                      lowercase=p["lowercase"], tied=p["tie_weights"], activation=p["activation"],
+                      gru_variant=p["gru_variant"], peephole=p["peephole"])
     log(f"{len(data.train):,} training and {len(data.valid):,} validation tokens, vocabulary {len(data.vocab):,}; "
         f"model {cfg.describe()}")
+    if state is not None:
+        pr = state.progress
+        log(f"resuming the run at step {pr['step']:,} (epoch {pr['epoch']}, {pr['tokens']:,} tokens, "
+            f"{pr['elapsed']:.0f} s trained) from {state_path(out)}")
     _compile_notice(log)
-    res = run_training(data, out, cfg, tc, progress=not quiet and sys.stderr.isatty(), log=log)
-    unit = "char" if level == "char" else "token"
+    run_config = {"corpus": [os.path.abspath(c) for c in corpus], "level": p["level"],
+                  "lowercase": p["lowercase"], "min_count": p["min_count"], "max_vocab": p["max_vocab"],
+                  "valid": os.path.abspath(valid_path) if valid_path else None,
+                  "encoding_errors": p["encoding_errors"]}
+    res = run_training(data, out, cfg, tc, progress=not quiet and sys.stderr.isatty(), log=log, resume=state,
+                       checkpoint_every=p["checkpoint_every"], on_nonfinite=p["on_nonfinite"], threads=threads,
+                       run_config=run_config)
+    unit = "char" if p["level"] == "char" else "token"
     if as_json:
         d = res.as_dict()
         d.pop("history")
-        d["valid_perplexity"] = math.exp(res.valid_loss)
+        d["valid_perplexity"] = _exp(res.valid_loss)
         click.echo(json.dumps(d))
     else:
         how = {"interrupted": "interrupted", "time-budget": "time budget reached"}.get(res.stopped_by, "done")
+        skipped = f"; {res.skipped:,} non-finite step{'s' if res.skipped > 1 else ''} skipped" if res.skipped else ""
         click.echo(f"{how}: {res.steps:,} steps ({res.epochs:.2f} epochs, {res.tokens:,} tokens) in {res.seconds:.0f} s, "
-                   f"{res.tokens / max(res.seconds, 1e-9):,.0f} tok/s; train loss {res.train_loss:.4f}")
+                   f"{res.tokens / max(res.seconds, 1e-9):,.0f} tok/s; train loss {res.train_loss:.4f}{skipped}")
+        kind = "" if res.valid_exact else ", fast estimate"
         click.echo(f"validation: {res.valid_loss:.4f} nats/{unit}, {res.valid_loss / math.log(2):.4f} bits/{unit}, "
-                   f"perplexity {math.exp(res.valid_loss):.3f} ({res.valid_tokens:,} tokens, "
-                   f"{'best at step ' + format(res.best_step, ',') if keep == 'best' else 'last step'}); saved {out}")
+                   f"perplexity {_exp(res.valid_loss):.3f} ({res.valid_tokens:,} tokens, "
+                   f"{'best at step ' + format(res.best_step, ',') if tc.keep == 'best' else 'last step'}{kind}); "
+                   f"saved {out}")
     if res.stopped_by == "interrupted":
-        click.echo(f"charlm: interrupted; the model at {out} is saved", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        import shlex
+        import signal
+        command = ["charlm", "train", *corpus, "--resume", "-o", out] + (["--threads", str(threads)] if threads else [])
+        name = signal.Signals(res.signal).name if res.signal else "a signal"
+        click.echo(f"charlm: stopped by {name} after step {res.steps:,}; the model is at {out} and the run state at "
+                   f"{res.state_path}; resume with: {shlex.join(command)}", err=True)
+        sys.exit(EXIT_TERMINATED if res.signal == signal.SIGTERM else EXIT_INTERRUPTED)
+
+
+def _given(ctx, name) -> bool:
+    """Did the user set this parameter (command line or environment), rather than leave its default?"""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _exp(x):
+    return math.exp(x) if x < 700 else math.inf
 
 
 @main.command(context_settings=CONTEXT)
@@ -277,8 +364,9 @@ def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_
         raise CharlmError(f"--beam must be >= 1 (0 = off), got {beam}")
     lm = load_model(model_path)
     _compile_notice(lambda m: click.echo(m, err=True))
-    texts = lm.sample(length=length, temp=temp, top_k=top_k, top_p=top_p, greedy=greedy, prime=prime,
-                      stop_at_eos=stop_at_eos, num_samples=num_samples, seed=seed, beam=beam)
+    with compute_threads(threads):
+        texts = lm.sample(length=length, temp=temp, top_k=top_k, top_p=top_p, greedy=greedy, prime=prime,
+                          stop_at_eos=stop_at_eos, num_samples=num_samples, seed=seed, beam=beam)
     for i, text in enumerate(texts):
         if as_json:
             click.echo(json.dumps({"text": text, "index": i, "seed": seed}, ensure_ascii=False))
@@ -315,7 +403,9 @@ def score(texts, model_path, file, per_token, as_json, threads):
         raise CharlmError("nothing to score: give TEXT arguments or --file")
     lm = load_model(model_path)
     _compile_notice(lambda m: click.echo(m, err=True))
-    for s in lm.score(texts, per_token=per_token):
+    with compute_threads(threads):
+        scores = lm.score(texts, per_token=per_token)
+    for s in scores:
         if as_json:
             click.echo(json.dumps(s.as_dict(), ensure_ascii=False))
             continue
@@ -363,7 +453,8 @@ def perplexity(files, model_path, encoding_errors, quiet, as_json, threads):
         from tqdm import tqdm
         bar = tqdm(unit="tok", unit_scale=True, file=sys.stderr, leave=False)
     try:
-        results = lm.perplexity(files, encoding_errors, progress=bar.update if bar else None)
+        with compute_threads(threads):
+            results = lm.perplexity(files, encoding_errors, progress=bar.update if bar else None)
     finally:
         if bar is not None:
             bar.close()
@@ -389,10 +480,18 @@ def info(model_path, as_json):
     Example:
       charlm info -m model.safetensors
     """
+    from charlm.errors import CharlmError
+    from charlm.plot import model_log_path, summarize_log, summary_line
     lm = load_model(model_path)
     cfg = lm.config
     d = {"path": model_path, "model": cfg.describe(), "config": json.loads(cfg.to_json()),
-         "vocab_size": len(lm.vocab), "parameters": lm.num_params, "meta": lm.meta}
+         "vocab_size": len(lm.vocab), "parameters": lm.num_params, "meta": lm.meta, "history": None}
+    log = model_log_path(model_path)
+    if log.is_file():
+        try:
+            d["history"] = summarize_log(log)
+        except CharlmError:
+            pass                     # a damaged log does not stop `info`
     if as_json:
         click.echo(json.dumps(d, ensure_ascii=False))
         return
@@ -401,6 +500,8 @@ def info(model_path, as_json):
         click.echo(f"  {k}: {v}")
     for k, v in sorted(lm.meta.items()):
         click.echo(f"  {k}: {v}")
+    if d["history"]:
+        click.echo(f"  training history: {summary_line(d['history'])}")
 
 
 @main.command(context_settings=CONTEXT)
@@ -434,12 +535,18 @@ def bench(cell, activation, gru_variant, peephole, vocab, embed, hidden, layers,
     cfg = ModelConfig(cell=cell, activation=activation, gru_variant=gru_variant, peephole=peephole, layers=layers,
                       hidden=hidden, embed=embed or hidden, vocab_size=vocab)
     _compile_notice(lambda m: click.echo(m, err=True))
-    r = run(cfg, batch_size, seq_len, steps, sample_tokens)
+    with compute_threads(threads):
+        r = run(cfg, batch_size, seq_len, steps, sample_tokens)
     if not as_json:
         click.echo(f"{r['cell']}, vocab {vocab}, batch {batch_size}, seq {seq_len}: "
                    f"train {r['train_tok_s']:,} tok/s, eval {r['eval_tok_s']:,} tok/s, "
                    f"sample (batch 1) {r['sample_tok_s']:,} tok/s")
     click.echo(json.dumps(r))
+
+
+from charlm.plot import plot_command  # noqa: E402  (click only: matplotlib loads when a plot is drawn)
+
+main.add_command(plot_command, "plot")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,363 @@
+"""The run state: everything a training run needs to continue exactly where it stopped.
+
+`charlm train -o OUT` keeps its run state in `OUT.state` beside the model (`model.safetensors.state`).
+It is a safetensors file (format "charlm-state/1"), written atomically like a model file, and loaded
+as strictly: only safetensors, data-only JSON metadata, every failure a `StateFileError` naming the
+file and the problem. No pickle.
+
+Tensors (float32):
+    param/<name>     the latest parameters (names and shapes of the model file, model-format.md)
+    opt/<key>        optimizer moments: adam m.<name> and v.<name>; sgd u.<name>
+    carry            (L, 2, B, H) hidden state carried into the next window (h, then c)
+Metadata (strings):
+    format           "charlm-state/1"
+    config, vocab    as in a model file
+    train_config     JSON of TrainConfig (the run's hyperparameters)
+    run_config       JSON of how the run was started: the corpus files and how they were read (level,
+                     lowercase, vocabulary limits, validation text, encoding errors), so `--resume`
+                     rebuilds the same token ids, and the run options outside TrainConfig
+                     (checkpoint_every, on_nonfinite)
+    corpus_sha256    JSON {"train": hex, "valid": hex}: sha256 of the int32 id streams; a resume
+                     on a corpus that encodes differently is an error
+    progress         JSON: step, epoch, epoch_pos, tokens, elapsed, best/best_step (what --out keeps),
+                     sched_best/bad_valids (the learning-rate decay schedule), recent losses,
+                     skipped steps, optimizer name and scalars (t, lr), threads, run_id, stopped_by
+    rng              JSON of numpy's PCG64 bit_generator.state, every integer a decimal string
+                     (the 128-bit state does not fit a JSON number that every reader keeps exact)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from charlm import __version__
+from charlm import checkpoint
+from charlm.config import ModelConfig, TrainConfig
+from charlm.errors import CharlmError, ModelFileError
+
+STATE_FORMAT = "charlm-state/1"
+OPTIMIZER_KEYS = {"adam": ("m", "v"), "sgd": ("u",)}
+
+
+class StateFileError(CharlmError):
+    """A run-state file that cannot be used to resume: missing, damaged, or not a charlm run state."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(f"{path}: not a usable charlm run state: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def state_path(out) -> str:
+    """Where the run state of the model at `out` lives."""
+    return os.fspath(out) + ".state"
+
+
+@dataclass
+class RunState:
+    config: ModelConfig
+    vocab: list[str]
+    train_config: dict                      # TrainConfig as a dict (asdict)
+    run_config: dict                        # how the run was started (free-form JSON object)
+    corpus_sha256: dict                     # {"train": hex, "valid": hex}
+    params: dict = field(repr=False)        # name -> float32 array, the latest parameters
+    opt_arrays: dict = field(repr=False)    # optimizer moments, keys as Optimizer.state_arrays()
+    carry: np.ndarray = field(repr=False)   # (L, 2, B, H) float32
+    rng_state: dict = field(default_factory=dict)   # numpy bit_generator.state (ints as ints)
+    progress: dict = field(default_factory=dict)    # see the module docstring
+
+    @property
+    def step(self) -> int:
+        return self.progress["step"]
+
+    def train_config_obj(self) -> TrainConfig:
+        return TrainConfig(**self.train_config)
+
+
+def ids_digest(ids: np.ndarray) -> str:
+    """sha256 of a token-id stream as little-endian int32."""
+    a = np.ascontiguousarray(ids, dtype="<i4")
+    return hashlib.sha256(a.data).hexdigest()
+
+
+# ------------------------------------------------------------------------------------- rng state
+
+def rng_state_to_json(state: dict) -> str:
+    """numpy's PCG64 `bit_generator.state` as JSON, every integer a decimal string."""
+    if state.get("bit_generator") != "PCG64":
+        raise CharlmError(f"cannot save the random generator {state.get('bit_generator')!r}, only PCG64")
+    inner = state["state"]
+    return json.dumps({"bit_generator": "PCG64",
+                       "state": {"state": str(int(inner["state"])), "inc": str(int(inner["inc"]))},
+                       "has_uint32": str(int(state["has_uint32"])), "uinteger": str(int(state["uinteger"]))},
+                      sort_keys=True)
+
+
+def rng_state_from_json(text: str) -> dict:
+    """The inverse of `rng_state_to_json`, checked by numpy itself; ValueError on anything else."""
+    d = json.loads(text)
+    if not isinstance(d, dict) or d.get("bit_generator") != "PCG64" or not isinstance(d.get("state"), dict):
+        raise ValueError("not a PCG64 generator state")
+
+    def num(v, bits):
+        if not (isinstance(v, str) and v.isdigit() and len(v) <= 40):
+            raise ValueError(f"expected a decimal integer string, got {v!r}")
+        n = int(v)
+        if n >= 1 << bits:
+            raise ValueError(f"{n} does not fit in {bits} bits")
+        return n
+
+    state = {"bit_generator": "PCG64",
+             "state": {"state": num(d["state"].get("state"), 128), "inc": num(d["state"].get("inc"), 128)},
+             "has_uint32": num(d.get("has_uint32"), 1), "uinteger": num(d.get("uinteger"), 32)}
+    np.random.default_rng().bit_generator.state = state      # numpy's own check (e.g. inc must be odd)
+    return state
+
+
+def make_rng(state: dict) -> np.random.Generator:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng
+
+
+# ------------------------------------------------------------------------------------------ save
+
+def save_state(path, st: RunState) -> None:
+    """Write the run state atomically. Refuses non-finite tensors (CharlmError naming the tensor)."""
+    tensors = {}
+    for prefix, arrays in (("param/", st.params), ("opt/", st.opt_arrays), ("", {"carry": st.carry})):
+        for name, a in arrays.items():
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            if not np.isfinite(a).all():
+                raise CharlmError(f"refusing to save the run state: {prefix}{name} holds non-finite values "
+                                  f"(NaN or inf)")
+            tensors[prefix + name] = a
+    progress = dict(st.progress)
+    for key in ("best", "sched_best"):                       # inf (nothing validated yet) is JSON null
+        if progress.get(key) is not None and not math.isfinite(progress[key]):
+            progress[key] = None
+    metadata = {
+        "format": STATE_FORMAT,
+        "charlm_version": __version__,
+        "config": st.config.to_json(),
+        "vocab": json.dumps(list(st.vocab), ensure_ascii=False),
+        "train_config": json.dumps(st.train_config, sort_keys=True),
+        "run_config": json.dumps(st.run_config, sort_keys=True, ensure_ascii=False),
+        "corpus_sha256": json.dumps(st.corpus_sha256, sort_keys=True),
+        "progress": json.dumps(progress, sort_keys=True, allow_nan=False),
+        "rng": rng_state_to_json(st.rng_state),
+    }
+    try:
+        data = safetensors.numpy.save(tensors, metadata=metadata)
+    except Exception as e:
+        raise CharlmError(f"could not serialize the run state for {path}: {e}") from e
+    checkpoint.write_atomic(path, data, what="run state")
+
+
+# ------------------------------------------------------------------------------------------ load
+
+_PROGRESS_INTS = ("step", "epoch", "epoch_pos", "tokens", "best_step", "bad_valids", "skipped", "skips_in_row",
+                  "threads")
+_PROGRESS_FLOATS = ("elapsed",)
+_PROGRESS_OPT_FLOATS = ("best", "sched_best")          # null = +inf (nothing validated yet)
+
+
+def load_state(path) -> RunState:
+    """Read and fully validate a run-state file. Every failure raises StateFileError(path, problem)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise StateFileError(path, "no such file") from None
+    except OSError as e:
+        raise StateFileError(path, checkpoint._os_problem(e)) from None
+    except (TypeError, ValueError) as e:
+        raise StateFileError(path, f"cannot open: {e}") from None
+    try:
+        header = checkpoint._parse_header(path, data[:8], len(data), lambda n: data[8:8 + n])
+    except ModelFileError as e:
+        raise StateFileError(path, e.problem) from None
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise StateFileError(path, "no string metadata in the header (not a charlm run state)")
+    if meta.get("format") != STATE_FORMAT:
+        what = "a charlm model file, not its run state" if meta.get("format") == "charlm/1" else \
+            f"format {meta.get('format')!r}"
+        raise StateFileError(path, f"{what} (expected {STATE_FORMAT!r})")
+    try:
+        flat = safetensors.deserialize(data)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:        # pyo3's PanicException is not an Exception
+        raise StateFileError(path, f"damaged safetensors data: {checkpoint._one_line(e)}") from None
+    try:
+        config, vocab = checkpoint._check_config_and_vocab(path, meta)
+    except ModelFileError as e:
+        raise StateFileError(path, e.problem) from None
+    try:
+        train_config = _json_object(meta, "train_config")
+        TrainConfig(**train_config)
+    except (ValueError, TypeError, CharlmError) as e:
+        raise StateFileError(path, f"bad train_config metadata: {checkpoint._one_line(e)}") from None
+    try:
+        run_config = _json_object(meta, "run_config")
+        digests = _json_object(meta, "corpus_sha256")
+        if not all(isinstance(digests.get(k), str) for k in ("train", "valid")):
+            raise ValueError("needs train and valid hex digests")
+        progress = _progress(_json_object(meta, "progress"))
+        rng_state = rng_state_from_json(_required(meta, "rng"))
+    except (ValueError, TypeError, KeyError, RecursionError) as e:
+        raise StateFileError(path, f"bad metadata: {checkpoint._one_line(e)}") from None
+    entries = {name: view for name, view in flat}
+    if config.layers * 4 > len(entries):     # a damaged config can ask for 10**9 layers: count first
+        raise StateFileError(path, f"config asks for {config.layers} layers but the file holds {len(entries)} tensors")
+    params = _tensors(path, entries, "param/", config.param_shapes())
+    opt_name = progress["optimizer"]
+    if opt_name not in OPTIMIZER_KEYS or opt_name != train_config.get("optimizer"):
+        raise StateFileError(path, f"optimizer {opt_name!r} disagrees with the train config")
+    opt_shapes = {f"{k}.{n}": s for k in OPTIMIZER_KEYS[opt_name] for n, s in config.param_shapes().items()}
+    opt_arrays = _tensors(path, entries, "opt/", opt_shapes)
+    B = train_config["batch_size"]
+    carry = _tensors(path, entries, "", {"carry": (config.layers, 2, B, config.hidden)})["carry"]
+    unexpected = set(entries) - {"param/" + n for n in params} - {"opt/" + n for n in opt_arrays} - {"carry"}
+    if unexpected:
+        raise StateFileError(path, f"unexpected tensors {', '.join(sorted(unexpected)[:8])}")
+    return RunState(config=config, vocab=vocab, train_config=train_config, run_config=run_config,
+                    corpus_sha256=digests, params=params, opt_arrays=opt_arrays, carry=carry,
+                    rng_state=rng_state, progress=progress)
+
+
+def _required(meta, key) -> str:
+    if key not in meta:
+        raise KeyError(f"metadata has no {key!r} key")
+    return meta[key]
+
+
+def _json_object(meta, key) -> dict:
+    d = json.loads(_required(meta, key))
+    if not isinstance(d, dict):
+        raise ValueError(f"{key} is not a JSON object")
+    return d
+
+
+def _progress(p: dict) -> dict:
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def is_num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for k in _PROGRESS_INTS:
+        if not is_int(p.get(k)):
+            raise ValueError(f"progress {k} must be an integer >= 0, got {p.get(k)!r}")
+    for k in _PROGRESS_FLOATS:
+        if not is_num(p.get(k)) or p[k] < 0:
+            raise ValueError(f"progress {k} must be a number >= 0, got {p.get(k)!r}")
+    for k in _PROGRESS_OPT_FLOATS:
+        if p.get(k) is None:
+            p[k] = math.inf
+        elif not is_num(p[k]):
+            raise ValueError(f"progress {k} must be a number or null, got {p[k]!r}")
+    recent = p.get("recent")
+    if not isinstance(recent, list) or len(recent) > 1000 or not all(is_num(v) for v in recent):
+        raise ValueError("progress recent must be a list of finite numbers")
+    scalars = p.get("opt_scalars")
+    if not (isinstance(scalars, dict) and is_int(scalars.get("t")) and is_num(scalars.get("lr"))
+            and scalars["lr"] > 0):
+        raise ValueError(f"progress opt_scalars must hold t and lr, got {scalars!r}")
+    for k in ("optimizer", "run_id", "stopped_by"):
+        if not isinstance(p.get(k), str):
+            raise ValueError(f"progress {k} must be a string")
+    return p
+
+
+def _tensors(path, entries, prefix, shapes) -> dict[str, np.ndarray]:
+    out = {}
+    for name, shape in shapes.items():
+        view = entries.get(prefix + name)
+        if view is None:
+            raise StateFileError(path, f"tensor {prefix}{name} is missing")
+        if view["dtype"] != "F32":
+            raise StateFileError(path, f"tensor {prefix}{name} has dtype {view['dtype']}, expected F32")
+        if tuple(view["shape"]) != tuple(shape):
+            raise StateFileError(path, f"tensor {prefix}{name} has shape {list(view['shape'])}, "
+                                       f"expected {list(shape)}")
+        a = np.frombuffer(view["data"], dtype="<f4").reshape(shape).astype(np.float32, order="C", copy=True)
+        if not np.isfinite(a).all():
+            raise StateFileError(path, f"tensor {prefix}{name} holds non-finite values (NaN or inf)")
+        out[name] = a
+    return out
+
+
+def train_config_dict(tc: TrainConfig) -> dict:
+    return asdict(tc)
+
+
+# ------------------------------------------------------------------------ options of a resumed run
+# How `charlm train --resume` treats each option (CLI parameter names):
+ARCH_OPTIONS = {"level": "level", "lowercase": "lowercase", "cell": "cell", "activation": "activation",
+                "gru_variant": "gru_variant", "peephole": "peephole", "bidirectional": "bidirectional",
+                "layers": "layers", "hidden": "hidden", "embed": "embed", "tie_weights": "tied"}  # -> ModelConfig
+DATA_OPTIONS = ("min_count", "max_vocab", "encoding_errors")     # fixed, kept in run_config
+FIXED_TRAIN_OPTIONS = ("batch_size", "seq_len", "optimizer", "seed", "valid_fraction")   # fixed, TrainConfig
+CHANGEABLE_TRAIN_OPTIONS = ("lr", "momentum", "lr_decay", "clip", "dropout", "valid_every", "keep")
+LIMIT_OPTIONS = ("epochs", "max_steps", "time_budget")           # given: they replace the run's limits
+RUN_OPTIONS = ("checkpoint_every", "on_nonfinite")                # may change, kept in run_config
+
+
+def resume_options(st: RunState, values: dict, explicit: set, where) -> tuple[dict, list[str]]:
+    """The option values a resumed run uses, and notes on what changed.
+
+    values: every CLI parameter by name; explicit: the names the user gave on the command line. Options
+    the user did not give take the run's value. A given architecture, data or fixed training option that
+    differs from the run's is a CharlmError naming it; limits, learning-rate schedule, clip, dropout, keep
+    and checkpointing may change (given limits replace all of the run's limits).
+    """
+    out = dict(values)
+    notes = []
+
+    def conflict(name, given, saved):
+        flag = "--" + name.replace("_", "-")
+        shown = flag if isinstance(given, bool) else f"{flag} {given}"
+        raise CharlmError(f"--resume: {shown} conflicts with the run saved in {where}, which has "
+                          f"{name.replace('_', ' ')} {_show(saved)}; it is fixed for a run: drop the option, "
+                          f"or start a new run without --resume")
+
+    fixed = {name: getattr(st.config, key) for name, key in ARCH_OPTIONS.items()}
+    fixed.update({name: st.run_config.get(name, values[name]) for name in DATA_OPTIONS})
+    fixed.update({name: st.train_config[name] for name in FIXED_TRAIN_OPTIONS})
+    for name, saved in fixed.items():
+        if name in explicit and values[name] != saved:
+            conflict(name, values[name], saved)
+        out[name] = saved
+    if "valid_path" not in explicit:
+        out["valid_path"] = st.run_config.get("valid", values["valid_path"])
+    for name in CHANGEABLE_TRAIN_OPTIONS:
+        saved = st.train_config[name]
+        if name in explicit and values[name] != saved:
+            notes.append(f"--{name.replace('_', '-')} {values[name]} (the run had {_show(saved)})")
+        else:
+            out[name] = saved
+    if any(name in explicit for name in LIMIT_OPTIONS):
+        for name in LIMIT_OPTIONS:
+            out[name] = values[name] if name in explicit else 0
+    else:
+        for name in LIMIT_OPTIONS:
+            out[name] = st.train_config[name]
+    for name in RUN_OPTIONS:
+        if name not in explicit:
+            out[name] = st.run_config.get(name, values[name])
+    return out, notes
+
+
+def _show(v) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return "none" if v is None else str(v)
