@@ -25,6 +25,10 @@ EXIT_TERMINATED = 143      # 128 + SIGTERM
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+# charlm's kernels run their own threads and call BLAS from each: a BLAS thread pool would fight them
+# for the cores (see charlm.threads). Set before NumPy loads; a user's explicit setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 
 class CharlmGroup(click.Group):
     """Maps charlm's errors to one line on stderr and a non-zero exit."""
