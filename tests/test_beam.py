@@ -16,22 +16,19 @@
 The Python-side wrapper is charlm.generate.beam_ids.
 """
 import itertools
-import os
-import sys
 import zlib
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference as ref  # noqa: E402
+import reference as ref
 
-from charlm import generate  # noqa: E402
-from charlm.config import ModelConfig  # noqa: E402
-from charlm.errors import CharlmError  # noqa: E402
-from charlm.generate import beam_ids  # noqa: E402
-from charlm.kernels.beam import beam_search, top_k  # noqa: E402
-from charlm.kernels.cells import cell_code  # noqa: E402
+from charlm import generate
+from charlm.config import ModelConfig
+from charlm.errors import CharlmError
+from charlm.generate import beam_ids
+from charlm.kernels.beam import beam_search, top_k
+from charlm.kernels.cells import cell_code
 
 
 CELLS = {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -16,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference as ref  # noqa: E402
+import reference as ref
 
-from charlm.checkpoint import load_model  # noqa: E402
-from charlm.cli import main  # noqa: E402
-from charlm.vocab import Vocab  # noqa: E402
+from charlm.checkpoint import load_model
+from charlm.cli import main
+from charlm.vocab import Vocab
+from support import corpus_text, invoke, ok
 
 SIZES = ["--hidden", "16", "--batch-size", "4", "--seq-len", "16"]
 TINY = SIZES + ["-q"]
@@ -31,40 +29,6 @@ REL = 1e-3          # CLI float32 figures against the float64 reference (observe
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-def corpora_dir() -> Path:
-    env = os.environ.get("CHARLM_SHARED_CORPORA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpora"
-
-
-def corpus_text(rel: str, start: int, size: int) -> str:
-    """About `size` characters of a shared corpus from `start`, cut to whole lines."""
-    path = corpora_dir() / rel
-    if not path.is_file():
-        pytest.skip(f"shared corpus {path} is absent")
-    with open(path, encoding="utf-8", newline="") as f:
-        text = f.read(start + size + 2000)
-    if start:
-        text = text[text.index("\n", start) + 1:]
-    return text[: text.rindex("\n", 0, size) + 1]
-
-
-def runner() -> CliRunner:
-    """stdout and stderr kept apart: the default from click 8.2 on, mix_stderr=False before."""
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
-
-
-def invoke(*args, input=None):
-    return runner().invoke(main, [str(a) for a in args], input=input)
-
-
-def ok(result):
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exc_info)
-    return result
-
 
 def run(*args, input=None):
     return ok(invoke(*args, input=input))

@@ -16,21 +16,18 @@ Shapes are tiny (H=3, E=4, V=7, T=4, B=3; H=E=4 when tied) so the whole file run
 has compiled the kernels.
 """
 import io
-import os
 import pathlib
-import sys
 import tokenize
 import zlib
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference as ref  # noqa: E402
+import reference as ref
 
-from charlm import model  # noqa: E402
-from charlm.config import ModelConfig  # noqa: E402
-from charlm.kernels import loss as kloss  # noqa: E402
+from charlm import model
+from charlm.config import ModelConfig
+from charlm.kernels import loss as kloss
 
 T, B, E, V, H = 4, 3, 4, 7, 3
 # Central-difference step. Measured on this file's cases: the rounding noise of the float64 loss is

@@ -8,35 +8,22 @@ checked before matplotlib is imported).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from charlm.cli import main
 from charlm.errors import CharlmError
 from charlm.plot import (MISSING_MATPLOTLIB, model_log_path, plot_command, plot_log, read_log, summarize_log,
                          summary_line)
+from support import corpora_dir, runner
 
 LOG_KEYS = {"step", "epoch", "tokens", "train_loss", "valid_loss", "lr", "grad_norm", "tok_s", "wall"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-def corpora_dir() -> Path:
-    env = os.environ.get("CHARLM_SHARED_CORPORA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpora"
-
-
-def runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
-
 
 @pytest.fixture
 def cli(monkeypatch):

@@ -7,16 +7,13 @@ run on the time-reversed input; (5) carrying the state across two halves equals 
 No gradients here: the reference is forward-only.
 """
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference as ref  # noqa: E402
+import reference as ref
 
-from charlm.config import ModelConfig  # noqa: E402
+from charlm.config import ModelConfig
 
 
 def cfg_of(cell, **kw):

@@ -28,56 +28,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import charlm.model
 from charlm.checkpoint import load_model
-from charlm.cli import main
 from charlm.resume import load_state, state_path
 from charlm.train import MAX_SKIPS_IN_A_ROW
+from support import invoke, ok, one_line_error, shakespeare
 
 TINY = ["--hidden", "16", "--layers", "2", "--batch-size", "4", "--seq-len", "8", "--threads", "1", "-q"]
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-def corpora_dir() -> Path:
-    env = os.environ.get("CHARLM_SHARED_CORPORA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpora"
-
-
-def shakespeare(size: int) -> str:
-    path = corpora_dir() / "tinyshakespeare" / "input.txt"
-    if not path.is_file():
-        pytest.skip(f"shared corpus {path} is absent")
-    with open(path, encoding="utf-8") as f:
-        text = f.read(size + 500)
-    return text[: text.rindex("\n", 0, size) + 1]
-
-
-def invoke(*args):
-    try:
-        runner = CliRunner(mix_stderr=False)
-    except TypeError:
-        runner = CliRunner()
-    return runner.invoke(main, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exc_info)
-    return result
-
-
-def one_line_error(result, *fragments, code=1):
-    assert result.exit_code == code, (result.exit_code, result.output, result.exc_info)
-    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("charlm: error:")]
-    assert len(errors) == 1 and result.stderr.rstrip("\n").endswith(errors[0]), result.stderr
-    assert result.stdout == ""
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
-
 
 def same_bits(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes() for k in a)

@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from charlm.checkpoint import load_model
-from charlm.cli import main
 from charlm.errors import CharlmError
 from charlm.resume import (STATE_FORMAT, StateFileError, load_state, rng_state_from_json, rng_state_to_json,
                            save_state, state_path)
 from charlm.train import load_corpus
+from support import invoke, ok, one_line_error, shakespeare
 
 B, T = 4, 8
 RUN = ["--hidden", "16", "--layers", "2", "--batch-size", str(B), "--seq-len", str(T), "--threads", "1", "-q",
@@ -36,43 +34,6 @@ RUN = ["--hidden", "16", "--layers", "2", "--batch-size", str(B), "--seq-len", s
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-def corpora_dir() -> Path:
-    env = os.environ.get("CHARLM_SHARED_CORPORA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpora"
-
-
-def shakespeare(size: int, start: int = 0) -> str:
-    path = corpora_dir() / "tinyshakespeare" / "input.txt"
-    if not path.is_file():
-        pytest.skip(f"shared corpus {path} is absent")
-    with open(path, encoding="utf-8") as f:
-        text = f.read(start + size + 500)[start:]
-    return text[: text.rindex("\n", 0, size) + 1]
-
-
-def invoke(*args):
-    try:
-        runner = CliRunner(mix_stderr=False)
-    except TypeError:                                   # click >= 8.2 keeps them apart anyway
-        runner = CliRunner()
-    return runner.invoke(main, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exc_info)
-    return result
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exc_info)
-    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("charlm: error:")]
-    assert len(errors) == 1 and result.stderr.rstrip("\n").endswith(errors[0]), result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
-
 
 def train(data, out, *extra):
     return ok(invoke("train", data["corpus"], "-o", out, "--valid", data["valid"], *RUN, *extra))

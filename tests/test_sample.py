@@ -9,20 +9,17 @@ negative control showing that the same test rejects a wrong distribution.
 """
 from __future__ import annotations
 
-import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference as ref  # noqa: E402
+import reference as ref
 
-from charlm import generate  # noqa: E402
-from charlm.config import ModelConfig  # noqa: E402
-from charlm.lm import LanguageModel  # noqa: E402
-from charlm.model import init_params  # noqa: E402
-from charlm.vocab import Vocab  # noqa: E402
+from charlm import generate
+from charlm.config import ModelConfig
+from charlm.lm import LanguageModel
+from charlm.model import init_params
+from charlm.vocab import Vocab
 
 stats = pytest.importorskip("scipy.stats")
 

@@ -3,8 +3,6 @@
 Gradient checks elsewhere use small batches that run on one thread; here the batch is large enough to be
 split, and the result must equal the float64 reference and the single-thread run.
 """
-import sys
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -15,8 +13,7 @@ from charlm.config import ModelConfig
 from charlm.kernels import gemm
 from charlm.kernels.activations import sigmoid, tanh
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reference  # noqa: E402
+import reference
 
 CELLS = [dict(cell="lstm"), dict(cell="lstm", peephole=True), dict(cell="gru"), dict(cell="gru", gru_variant="minimal"),
          dict(cell="rnn"), dict(cell="rnn", activation="relu")]

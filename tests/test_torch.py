@@ -12,47 +12,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 
-from charlm.checkpoint import load_model, save_model  # noqa: E402
-from charlm.cli import main  # noqa: E402
-from charlm.model import init_params  # noqa: E402
-from charlm.vocab import Vocab  # noqa: E402
+from charlm.checkpoint import load_model, save_model
+from charlm.cli import main
+from charlm.model import init_params
+from charlm.vocab import Vocab
+from support import corpus_text, runner
 
 TINY = ["--hidden", "16", "--batch-size", "4", "--seq-len", "16", "--max-steps", "20", "--lr", "0.01", "-q"]
 REL = 1e-4
-
-
-def corpora_dir() -> Path:
-    env = os.environ.get("CHARLM_SHARED_CORPORA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpora"
-
-
-def corpus_text(rel: str, start: int, size: int) -> str:
-    """About `size` characters of a shared corpus from `start`, cut to whole lines."""
-    path = corpora_dir() / rel
-    if not path.is_file():
-        pytest.skip(f"shared corpus {path} is absent")
-    with open(path, encoding="utf-8", newline="") as f:
-        text = f.read(start + size + 2000)
-    if start:
-        text = text[text.index("\n", start) + 1:]
-    return text[: text.rindex("\n", 0, size) + 1]
-
-
-def runner() -> CliRunner:
-    """stdout and stderr kept apart: the default from click 8.2 on, mix_stderr=False before."""
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
 
 
 def run(*args):
