@@ -177,10 +177,10 @@ def load_model(path) -> LoadedModel:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise ModelFileError(path, _os_problem(e)) from None
+        raise ModelFileError(path, os_problem(e)) from None
     except (TypeError, ValueError) as e:  # e.g. a path with a NUL byte
         raise ModelFileError(path, f"cannot open: {e}") from None
-    header = _parse_header(path, data[:8], len(data), lambda n: data[8:8 + n])
+    header = parse_header(path, data[:8], len(data), lambda n: data[8:8 + n])
     metadata = _check_metadata(path, header)
     try:
         # Structure (offsets, sizes, coverage) is safetensors' job; we only look at the result.
@@ -189,9 +189,9 @@ def load_model(path) -> LoadedModel:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:
-        raise ModelFileError(path, f"damaged safetensors data: {_one_line(e)}") from None
+        raise ModelFileError(path, f"damaged safetensors data: {one_line(e)}") from None
     del data
-    config, vocab = _check_config_and_vocab(path, metadata)
+    config, vocab = check_config_and_vocab(path, metadata)
     params = _check_tensors(path, config, flat)
     meta = {k: v for k, v in metadata.items() if k not in RESERVED_KEYS}
     return LoadedModel(config=config, vocab=vocab, params=params, meta=meta)
@@ -203,9 +203,9 @@ def read_metadata(path) -> dict[str, str]:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             prefix = f.read(8)
-            header = _parse_header(path, prefix, size, f.read)
+            header = parse_header(path, prefix, size, f.read)
     except OSError as e:
-        raise ModelFileError(path, _os_problem(e)) from None
+        raise ModelFileError(path, os_problem(e)) from None
     except (TypeError, ValueError) as e:
         raise ModelFileError(path, f"cannot open: {e}") from None
     metadata = _check_metadata(path, header)
@@ -215,11 +215,11 @@ def read_metadata(path) -> dict[str, str]:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:
-        raise ModelFileError(path, f"damaged safetensors data: {_one_line(e)}") from None
+        raise ModelFileError(path, f"damaged safetensors data: {one_line(e)}") from None
     return metadata
 
 
-def _parse_header(path, prefix: bytes, size: int, read) -> dict:
+def parse_header(path, prefix: bytes, size: int, read) -> dict:
     """The header JSON object. `read(n)` returns the n header bytes that follow the 8-byte prefix."""
     # A valid header length can start with the same bytes as a pickle (640 = b"\x80\x02..."), so the
     # PyTorch diagnosis is made only once the bytes fail to be a safetensors header.
@@ -246,7 +246,7 @@ def _parse_header(path, prefix: bytes, size: int, read) -> dict:
         header = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ModelFileError(path, f"header is not valid JSON (damaged or not a safetensors file): "
-                                   f"{_one_line(e)}") from None
+                                   f"{one_line(e)}") from None
     if not isinstance(header, dict):
         raise ModelFileError(path, "header is not a JSON object (not a safetensors file)")
     return header
@@ -268,14 +268,14 @@ def _check_metadata(path, header: dict) -> dict[str, str]:
     return metadata
 
 
-def _check_config_and_vocab(path, metadata: dict[str, str]) -> tuple[ModelConfig, list[str]]:
+def check_config_and_vocab(path, metadata: dict[str, str]) -> tuple[ModelConfig, list[str]]:
     for key in ("config", "vocab"):
         if key not in metadata:
             raise ModelFileError(path, f"metadata has no {key!r} key")
     try:
         vocab = json.loads(metadata["vocab"])
     except (ValueError, RecursionError) as e:
-        raise ModelFileError(path, f"vocab metadata is not valid JSON: {_one_line(e)}") from None
+        raise ModelFileError(path, f"vocab metadata is not valid JSON: {one_line(e)}") from None
     problem = _vocab_problem(vocab)
     if problem is not None:
         raise ModelFileError(path, f"bad vocab metadata: {problem}")
@@ -284,9 +284,9 @@ def _check_config_and_vocab(path, metadata: dict[str, str]) -> tuple[ModelConfig
     except CharlmError as e:
         raise ModelFileError(path, f"bad config metadata: {e}") from None
     except (ValueError, RecursionError) as e:
-        raise ModelFileError(path, f"config metadata is not valid JSON: {_one_line(e)}") from None
+        raise ModelFileError(path, f"config metadata is not valid JSON: {one_line(e)}") from None
     except Exception as e:  # a value of a strange JSON type that the dataclass checks trip over
-        raise ModelFileError(path, f"bad config metadata: {_one_line(e)}") from None
+        raise ModelFileError(path, f"bad config metadata: {one_line(e)}") from None
     problem = _specials_problem(vocab, config)
     if problem is not None:
         raise ModelFileError(path, f"bad vocab metadata: {problem}")
@@ -355,7 +355,7 @@ def _name_diff(missing: list[str], unexpected: list[str], limit: int = 8) -> str
     return "; ".join(parts)
 
 
-def _os_problem(e: OSError) -> str:
+def os_problem(e: OSError) -> str:
     if isinstance(e, FileNotFoundError):
         return "no such file"
     if isinstance(e, IsADirectoryError):
@@ -373,6 +373,6 @@ def _utf8_ok(s: str) -> bool:
     return True
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text[:300] or type(e).__name__

@@ -177,11 +177,11 @@ def load_state(path) -> RunState:
     except FileNotFoundError:
         raise StateFileError(path, "no such file") from None
     except OSError as e:
-        raise StateFileError(path, checkpoint._os_problem(e)) from None
+        raise StateFileError(path, checkpoint.os_problem(e)) from None
     except (TypeError, ValueError) as e:
         raise StateFileError(path, f"cannot open: {e}") from None
     try:
-        header = checkpoint._parse_header(path, data[:8], len(data), lambda n: data[8:8 + n])
+        header = checkpoint.parse_header(path, data[:8], len(data), lambda n: data[8:8 + n])
     except ModelFileError as e:
         raise StateFileError(path, e.problem) from None
     meta = header.get("__metadata__")
@@ -196,16 +196,16 @@ def load_state(path) -> RunState:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:        # pyo3's PanicException is not an Exception
-        raise StateFileError(path, f"damaged safetensors data: {checkpoint._one_line(e)}") from None
+        raise StateFileError(path, f"damaged safetensors data: {checkpoint.one_line(e)}") from None
     try:
-        config, vocab = checkpoint._check_config_and_vocab(path, meta)
+        config, vocab = checkpoint.check_config_and_vocab(path, meta)
     except ModelFileError as e:
         raise StateFileError(path, e.problem) from None
     try:
         train_config = _json_object(meta, "train_config")
         TrainConfig(**train_config)
     except (ValueError, TypeError, CharlmError) as e:
-        raise StateFileError(path, f"bad train_config metadata: {checkpoint._one_line(e)}") from None
+        raise StateFileError(path, f"bad train_config metadata: {checkpoint.one_line(e)}") from None
     try:
         run_config = _json_object(meta, "run_config")
         digests = _json_object(meta, "corpus_sha256")
@@ -214,7 +214,7 @@ def load_state(path) -> RunState:
         progress = _progress(_json_object(meta, "progress"))
         rng_state = rng_state_from_json(_required(meta, "rng"))
     except (ValueError, TypeError, KeyError, RecursionError) as e:
-        raise StateFileError(path, f"bad metadata: {checkpoint._one_line(e)}") from None
+        raise StateFileError(path, f"bad metadata: {checkpoint.one_line(e)}") from None
     entries = {name: view for name, view in flat}
     if config.layers * 4 > len(entries):     # a damaged config can ask for 10**9 layers: count first
         raise StateFileError(path, f"config asks for {config.layers} layers but the file holds {len(entries)} tensors")

@@ -510,6 +510,9 @@ class _Run:
             parts.append(f"val {vloss:.3f}")
         parts.append(f"{self.tokens / max(1e-9, self.elapsed()):,.0f} tok/s")
         parts.append(f"lr {self.opt.lr:.2g}")
+        if self.tc.time_budget:                    # the bar has no total then: say what is left
+            left = max(0, int(self.tc.time_budget - self.elapsed()))
+            parts.append(f"{left // 60}:{left % 60:02d} left")
         return ", ".join(parts)
 
 
