@@ -22,6 +22,7 @@ EXIT_INTERNAL = 2
 EXIT_DIVERGED = 3          # charlm.train.TrainingDiverged.exit_code
 EXIT_INTERRUPTED = 130     # 128 + SIGINT
 EXIT_TERMINATED = 143      # 128 + SIGTERM
+EXIT_BROKEN_PIPE = 141     # 128 + SIGPIPE: stdout closed early (`charlm ... | head`)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -40,6 +41,10 @@ class CharlmGroup(click.Group):
             raise
         except click.ClickException:
             raise
+        except BrokenPipeError:              # `charlm ... | head`: the reader left; stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
         except (click.Abort, KeyboardInterrupt):
             click.echo("charlm: interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
