@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,35 @@ def one_line_error(result, *fragments, code=1):
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     return errors[0]
+
+
+CELLS = {    # every cell variant, as ModelConfig keyword arguments
+    "rnn-tanh": dict(cell="rnn", activation="tanh"),
+    "rnn-relu": dict(cell="rnn", activation="relu"),
+    "gru-full": dict(cell="gru", gru_variant="full"),
+    "gru-minimal": dict(cell="gru", gru_variant="minimal"),
+    "lstm": dict(cell="lstm"),
+    "lstm-peephole": dict(cell="lstm", peephole=True),
+}
+
+
+def mutate(data: bytes, ops) -> bytes:
+    """Damage a safetensors file's bytes for the fuzz tests. ops: (op, where in [0, 1), arg) with op one of
+    flip (xor a byte with arg), truncate, insert (arg bytes), header / text (overwrite header bytes with
+    arg), length (replace the 8-byte header length with `where`, an integer)."""
+    b = bytearray(data)
+    header_end = 8 + struct.unpack("<Q", data[:8])[0]
+    for op, where, arg in ops:
+        if op == "flip" and b:
+            b[int(where * len(b))] ^= arg
+        elif op == "truncate":
+            del b[int(where * len(b)):]
+        elif op == "insert":
+            i = int(where * len(b))
+            b[i:i] = arg
+        elif op in ("header", "text"):
+            i = 8 + int(where * (header_end - 8))
+            b[i:i + len(arg)] = arg
+        elif op == "length" and len(b) >= 8:
+            b[:8] = struct.pack("<Q", where)
+    return bytes(b)

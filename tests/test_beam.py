@@ -29,16 +29,9 @@ from charlm.errors import CharlmError
 from charlm.generate import beam_ids
 from charlm.kernels.beam import beam_search, top_k
 from charlm.kernels.cells import cell_code
+from support import CELLS
 
 
-CELLS = {
-    "rnn-tanh": dict(cell="rnn", activation="tanh"),
-    "rnn-relu": dict(cell="rnn", activation="relu"),
-    "gru-full": dict(cell="gru", gru_variant="full"),
-    "gru-minimal": dict(cell="gru", gru_variant="minimal"),
-    "lstm": dict(cell="lstm"),
-    "lstm-peephole": dict(cell="lstm", peephole=True),
-}
 EOS = 1
 
 

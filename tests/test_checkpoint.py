@@ -20,6 +20,7 @@ from charlm import checkpoint
 from charlm.checkpoint import LoadedModel, load_model, read_metadata, save_model, write_atomic
 from charlm.config import ModelConfig
 from charlm.errors import CharlmError, ModelFileError
+from support import mutate
 
 VOCAB = ["<unk>", "<eos>"] + list("abcdefgh")
 CONFIG = ModelConfig(level="char", cell="lstm", layers=2, hidden=8, embed=8, vocab_size=10)
@@ -487,23 +488,6 @@ mutation = st.one_of(
 )
 
 
-def mutate(data: bytes, ops) -> bytes:
-    b = bytearray(data)
-    header_end = 8 + struct.unpack("<Q", data[:8])[0]
-    for op, where, arg in ops:
-        if op == "flip" and b:
-            b[int(where * len(b))] ^= arg
-        elif op == "truncate":
-            del b[int(where * len(b)):]
-        elif op == "insert":
-            i = int(where * len(b))
-            b[i:i] = arg
-        elif op in ("header", "text"):
-            i = 8 + int(where * (header_end - 8))
-            b[i:i + len(arg)] = arg
-        elif op == "length" and len(b) >= 8:
-            b[:8] = struct.pack("<Q", where)
-    return bytes(b)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -28,6 +28,7 @@ import reference as ref
 from charlm import model
 from charlm.config import ModelConfig
 from charlm.kernels import loss as kloss
+from support import CELLS
 
 T, B, E, V, H = 4, 3, 4, 7, 3
 # Central-difference step. Measured on this file's cases: the rounding noise of the float64 loss is
@@ -36,15 +37,6 @@ T, B, E, V, H = 4, 3, 4, 7, 3
 # kink is crossed. 1e-5 leaves a 5x margin under GRAD_TOL; typical errors are 1e-9..1e-8.
 EPS = 1e-5
 GRAD_TOL = 1e-6     # relative error allowed in a gradient check
-
-CELLS = {
-    "rnn-tanh": dict(cell="rnn", activation="tanh"),
-    "rnn-relu": dict(cell="rnn", activation="relu"),
-    "gru-full": dict(cell="gru", gru_variant="full"),
-    "gru-minimal": dict(cell="gru", gru_variant="minimal"),
-    "lstm": dict(cell="lstm"),
-    "lstm-peephole": dict(cell="lstm", peephole=True),
-}
 
 ARCH = [pytest.param(v, layers, bi, id=f"{v}-L{layers}-{'bi' if bi else 'uni'}")
         for v in CELLS for layers in (1, 2) for bi in (False, True)]

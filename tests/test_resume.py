@@ -26,7 +26,7 @@ from charlm.errors import CharlmError
 from charlm.resume import (STATE_FORMAT, StateFileError, load_state, rng_state_from_json, rng_state_to_json,
                            save_state, state_path)
 from charlm.train import load_corpus
-from support import invoke, ok, one_line_error, shakespeare
+from support import invoke, mutate, ok, one_line_error, shakespeare
 
 B, T = 4, 8
 RUN = ["--hidden", "16", "--layers", "2", "--batch-size", str(B), "--seq-len", str(T), "--threads", "1", "-q",
@@ -387,20 +387,7 @@ byte_edit = hs.one_of(
 @given(edits=hs.lists(byte_edit, min_size=1, max_size=3))
 def test_fuzz_damaged_state_bytes_only_raise_state_file_error(fuzz_base, edits):
     raw, path = fuzz_base
-    b = bytearray(raw)
-    header_end = 8 + int.from_bytes(raw[:8], "little")
-    for op, where, arg in edits:
-        if op == "flip" and b:
-            b[int(where * len(b))] ^= arg
-        elif op == "truncate":
-            del b[int(where * len(b)):]
-        elif op == "insert":
-            i = int(where * len(b))
-            b[i:i] = arg
-        elif op == "header":
-            i = 8 + int(where * (header_end - 8))
-            b[i:i + len(arg)] = arg
-    path.write_bytes(bytes(b))
+    path.write_bytes(mutate(raw, edits))
     loads_or_state_file_error(path)
 
 
