@@ -557,6 +557,10 @@ from charlm.plot import plot_command  # noqa: E402  (click only: matplotlib load
 
 main.add_command(plot_command, "plot")
 
+from charlm.registry import corpus_group  # noqa: E402  (click and the standard library only)
+
+main.add_command(corpus_group, "corpus")
+
 
 if __name__ == "__main__":
     main()
