@@ -31,7 +31,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import safetensors
@@ -76,9 +76,6 @@ class RunState:
     @property
     def step(self) -> int:
         return self.progress["step"]
-
-    def train_config_obj(self) -> TrainConfig:
-        return TrainConfig(**self.train_config)
 
 
 def ids_digest(ids: np.ndarray) -> str:
@@ -294,10 +291,6 @@ def _tensors(path, entries, prefix, shapes) -> dict[str, np.ndarray]:
             raise StateFileError(path, f"tensor {prefix}{name} holds non-finite values (NaN or inf)")
         out[name] = a
     return out
-
-
-def train_config_dict(tc: TrainConfig) -> dict:
-    return asdict(tc)
 
 
 # ------------------------------------------------------------------------ options of a resumed run
