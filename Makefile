@@ -4,7 +4,7 @@ SHARED ?= ../shared
 DEMO_OUT ?= demo
 DEMO_SECONDS ?= 180
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench shakespeare clean
 
 install:
 	$(PYTHON) -m pip install -q '.[test]'
@@ -24,6 +24,14 @@ test: install
 bench: install
 	$(PYTHON) -m pip install -q 'torch==2.13.0'
 	$(PYTHON) bench/compare_torch.py --torch-baseline $(SHARED)/bench/torch_baseline.py
+
+# Tiny Shakespeare recipe: first 90 % train, last 10 % validation, 14 minutes of training plus the
+# exact validation pass (within 15 minutes on a 2-core machine). DATA=path/to/input.txt OUT=dir
+DATA ?= $(SHARED)/corpora/tinyshakespeare/input.txt
+OUT ?= out/shakespeare
+shakespeare:
+	mkdir -p $(OUT)
+	charlm train $(DATA) --valid-fraction 0.1 --hidden 256 --dropout 0.2 --time-budget 840 -o $(OUT)/model.safetensors
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache $(DEMO_OUT)
