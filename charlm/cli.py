@@ -367,10 +367,7 @@ def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_
     """
     set_threads(threads)
     from charlm.generate import check_sampling_options
-    check_sampling_options(temp, top_k, top_p, length, num_samples)
-    if beam < 0:
-        from charlm.errors import CharlmError
-        raise CharlmError(f"--beam must be >= 1 (0 = off), got {beam}")
+    check_sampling_options(temp, top_k, top_p, length, num_samples, beam)
     lm = load_model(model_path)
     _compile_notice(lambda m: click.echo(m, err=True))
     with compute_threads(threads):

@@ -57,6 +57,12 @@ def streams_nll(cfg, P, streams, batch: int = 64, window: int = 128, per_token: 
     return sums, per
 
 
+def stream_nll(cfg, P, ids, progress=None) -> float:
+    """Total NLL of one long stream read whole (state carried across lines): `charlm perplexity`."""
+    sums, _ = streams_nll(cfg, P, [ids], batch=1, window=256, progress=progress)
+    return float(sums[0])
+
+
 def split_streams(ids: np.ndarray, parts: int) -> list[np.ndarray]:
     """Cut one long stream into `parts` contiguous pieces (for fast, approximate validation: each piece
     restarts from a zero state, so only the first tokens of each piece lose their context)."""

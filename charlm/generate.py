@@ -10,8 +10,8 @@ from charlm.kernels.cells import cell_code
 from charlm.kernels.sample import generate
 
 
-def check_sampling_options(temp, top_k, top_p, length, num_samples):
-    """One-line errors for option values no sampler can use."""
+def check_sampling_options(temp, top_k, top_p, length, num_samples, beam=0):
+    """One-line errors for option values no sampler can use (beam 0 = sampling, not beam search)."""
     if not temp > 0:
         raise CharlmError(f"--temp must be > 0, got {temp}")
     if top_k < 0:
@@ -22,6 +22,8 @@ def check_sampling_options(temp, top_k, top_p, length, num_samples):
         raise CharlmError(f"--length must be >= 0, got {length}")
     if num_samples < 1:
         raise CharlmError(f"--num-samples must be >= 1, got {num_samples}")
+    if beam < 0:
+        raise CharlmError(f"--beam must be >= 1 (0 = off), got {beam}")
 
 
 def prime_ids(vocab, prime: str) -> np.ndarray:

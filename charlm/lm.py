@@ -112,7 +112,7 @@ class LanguageModel:
         continuation instead; `num_samples` (<= beam) then returns that many best beams.
         """
         self._check_lm()
-        generate.check_sampling_options(temp, top_k, top_p, length, num_samples)
+        generate.check_sampling_options(temp, top_k, top_p, length, num_samples, beam)
         prefix = np.concatenate([[self.vocab.eos_id], generate.prime_ids(self.vocab, prime)]).astype(np.int32)
         if beam:
             return [generate.render(self.vocab, prime, ids, stop_at_eos)
@@ -150,9 +150,8 @@ class LanguageModel:
         """Figures of one id stream read as a whole (state carried across lines)."""
         self._check_lm()
         with compute_threads():
-            sums, _ = evaluate.streams_nll(self.config, self.params, [ids], batch=1, window=256, progress=progress)
-        return Perplexity(name, len(ids), float(sums[0]), int((ids == self.vocab.unk_id).sum()),
-                          self.config.level)
+            nll = evaluate.stream_nll(self.config, self.params, ids, progress)
+        return Perplexity(name, len(ids), nll, int((ids == self.vocab.unk_id).sum()), self.config.level)
 
     def perplexity(self, paths, encoding_errors: str = "strict", progress=None) -> list[Perplexity]:
         """Per-file figures, each file one stream, then the combined figure (last) when there are several."""

@@ -445,8 +445,7 @@ class _Run:
             vloss = self.best if tc.keep == "best" and math.isfinite(self.best) else self.last_vloss
         else:
             kept = load_model(self.out).params
-            sums, _ = evaluate.streams_nll(self.cfg, kept, [self.corpus.valid], batch=1, window=256)
-            vloss = float(sums[0] / len(self.corpus.valid))
+            vloss = evaluate.stream_nll(self.cfg, kept, self.corpus.valid) / len(self.corpus.valid)
         return TrainResult(out=self.out, steps=self.step, epochs=self.step / self.steps_per_epoch,
                            tokens=self.tokens, seconds=self.elapsed(),
                            train_loss=float(np.mean(self.recent)) if self.recent else math.nan,

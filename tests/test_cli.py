@@ -476,6 +476,7 @@ def test_error_bad_model_file(command, kind, tmp_path, data):
     (["--temp", "0"], "--temp"), (["--temp", "-1"], "--temp"),
     (["--top-p", "0"], "--top-p"), (["--top-p", "1.5"], "--top-p"),
     (["--top-k", "-1"], "--top-k"), (["--length", "-1"], "--length"), (["--num-samples", "0"], "--num-samples"),
+    (["--beam", "-1"], "--beam"), (["--beam", "2", "--num-samples", "3"], "--beam"),
 ])
 def test_error_bad_sampling_options(models, args, fragment):
     assert_one_line_error(invoke("sample", "-m", models["char"], *args), fragment)
