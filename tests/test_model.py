@@ -429,9 +429,10 @@ def test_logsoftmax_nll(dtype, shift):
     nll = np.full(N, np.nan)
     kloss.logsoftmax_nll(Z, y, nll)
     np.testing.assert_array_equal(Z, before)           # left unchanged
-    # float64 precision even for float32 logits: compare with the float64 log-softmax of the same values
+    # against the float64 log-softmax of the same values: float32 logits take the float32 exp (2 ulp)
+    # but a float64 sum, so the error stays far below float32's own rounding of a logit
     np.testing.assert_allclose(nll, -ref.log_softmax(Z.astype(np.float64))[np.arange(N), y],
-                               rtol=0, atol=1e-12)
+                               rtol=0, atol=1e-12 if dtype == np.float64 else 1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -11,7 +11,7 @@ import pytest
 from charlm import model
 from charlm.config import ModelConfig
 from charlm.kernels import gemm
-from charlm.kernels.activations import sigmoid, tanh
+from charlm.kernels.activations import exp, sigmoid, tanh
 
 import reference
 
@@ -95,3 +95,23 @@ def test_gemm_helpers_match_numpy():
     acc = np.ones((9, 4))
     gemm.matmul_tn_add(A, C, acc)
     np.testing.assert_allclose(acc, 1 + A.T @ C, rtol=1e-12)
+
+
+def test_float32_exp_within_two_ulp():
+    x = np.concatenate([np.linspace(-87, 88, 400001), [0.0, -0.0, 1e-8, -1e-8, 0.34657, -0.34657]]).astype(np.float32)
+
+    @numba.njit
+    def apply(v):
+        out = np.empty_like(v)
+        for i in range(v.shape[0]):
+            out[i] = exp(v[i])
+        return out
+
+    e = apply(x)
+    want = np.exp(x.astype(np.float64))
+    normal = want > 1e-36                                       # the softmax never needs smaller ones
+    assert np.max(np.abs(e - want)[normal] / want[normal]) < 2 * np.finfo(np.float32).eps
+    assert e[x == 0].tolist() == [1.0, 1.0]
+    tiny = apply(np.array([-88.0, -100.0, -1e30], np.float32))  # clamped: about 1e-38 stands for 0
+    assert np.all((tiny >= 0) & (tiny < 2e-38))
+    np.testing.assert_allclose(apply(x.astype(np.float64)), np.exp(x.astype(np.float64)), rtol=1e-15)  # float64: libm
