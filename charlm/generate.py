@@ -6,7 +6,7 @@ import numpy as np
 from charlm import model
 from charlm.errors import CharlmError
 from charlm.kernels.beam import beam_search
-from charlm.kernels.cells import cell_code
+from charlm.kernels.cells import cell_code, pack_forward
 from charlm.kernels.sample import generate
 
 
@@ -35,26 +35,29 @@ def prime_ids(vocab, prime: str) -> np.ndarray:
     return ids
 
 
-def _weights(cfg, P):
-    """The per-layer tuples the compiled generators take: W_ih, W_hh, b_ih + b_hh, peepholes."""
+def _weights(cfg, P, rows: int):
+    """The per-layer tuples the compiled generators take for `rows` rows: W_ih, the recurrent weights
+    packed (cells.pack_forward, two tuples), b_ih + b_hh, peepholes."""
     if cfg.bidirectional:
         raise CharlmError("a bidirectional model sees the future: it cannot generate text")
     dtype = P["embedding.weight"].dtype
     L = cfg.layers
     Wih = tuple(P[f"rnn.weight_ih_l{k}"] for k in range(L))
-    Whh = tuple(P[f"rnn.weight_hh_l{k}"] for k in range(L))
+    code = cell_code(cfg)
+    packed = [pack_forward(code, P[f"rnn.weight_hh_l{k}"], rows) for k in range(L)]
     bias = tuple(P[f"rnn.bias_ih_l{k}"] + P[f"rnn.bias_hh_l{k}"] for k in range(L))
     peep = tuple(P[f"rnn.weight_peep_l{k}"] if cfg.cell == "lstm" and cfg.peephole
                  else np.zeros((0, cfg.hidden), dtype) for k in range(L))
     dec = P["embedding.weight"] if cfg.tied else P["decoder.weight"]
-    return (cell_code(cfg), P["embedding.weight"], Wih, Whh, bias, peep, dec, P["decoder.bias"])
+    return (code, P["embedding.weight"], Wih, tuple(w for w, _ in packed), tuple(w2 for _, w2 in packed), bias, peep,
+            dec, P["decoder.bias"])
 
 
 def sample_ids(cfg, P, prefix: np.ndarray, length: int, num_samples: int, temp: float, top_k: int,
                top_p: float, greedy: bool, stop_at_eos: bool, rng: np.random.Generator):
     """Run the compiled sampler: feed prefix (starting with EOS), then sample `length` tokens for each of
     `num_samples` rows. Returns a list of int32 id arrays."""
-    weights = _weights(cfg, P)
+    weights = _weights(cfg, P, num_samples)
     state = model.zero_state(cfg, num_samples, P["embedding.weight"].dtype)
     U = rng.random((max(length, 1), num_samples))                   # (n, B) float64
     out = np.zeros((num_samples, max(length, 1)), np.int32)
@@ -72,7 +75,7 @@ def beam_ids(cfg, P, prefix: np.ndarray, length: int, width: int, stop_at_eos: b
         raise CharlmError(f"--beam must be >= 1, got {width}")
     if length <= 0:
         return [(np.zeros(0, np.int32), 0.0)]
-    weights = _weights(cfg, P)
+    weights = _weights(cfg, P, width)
     out = np.empty((width, length), np.int32)
     scores = np.empty(width, np.float64)
     lengths = np.empty(width, np.int64)

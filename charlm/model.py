@@ -15,8 +15,11 @@ import numpy as np
 
 from charlm.config import ModelConfig
 from charlm.kernels import gemm
-from charlm.kernels.cells import GRU_FULL, LSTM, cell_code, layer_backward, layer_forward
+from charlm.kernels.cells import (GRU_FULL, LSTM, cell_code, layer_backward, layer_forward, pack_backward,
+                                  pack_forward, scratch_size)
 from charlm.kernels.loss import logsoftmax_nll, scatter_add_rows, softmax_xent
+
+CELL_MIN_ROWS = 8   # a time loop's thread gets at least this many batch rows
 
 
 def init_params(cfg: ModelConfig, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
@@ -64,7 +67,7 @@ def forward(cfg: ModelConfig, P, x, state=None, masks=None):
         raise ValueError("a bidirectional model starts every sequence from a zero state: pass state=None")
     dtype = P["embedding.weight"].dtype
     code = cell_code(cfg)
-    tmp = _scratch(cfg, B, dtype)
+    n, rows = _split(B)
     new_state = None if cfg.bidirectional else zero_state(cfg, B, dtype)
     caches = []
     X = P["embedding.weight"][x]                                     # (T, B, E)
@@ -89,8 +92,9 @@ def forward(cfg: ModelConfig, P, x, state=None, masks=None):
                     Cs[0] = state[k, 1]
             A = np.empty((T, B, G * H), dtype)
             RH = np.empty((T if code == GRU_FULL else 1, B, H), dtype)
-            layer_forward(code, XP, P[f"rnn.weight_hh_l{k}{s}"], _peep(cfg, P, k, s, dtype),
-                          Hs, Cs, A, RH, tmp)
+            Wf, Wf2 = pack_forward(code, P[f"rnn.weight_hh_l{k}{s}"], rows)
+            tmp = np.empty((n, scratch_size(rows, H, G, Wf, Wf2)), dtype)
+            layer_forward(code, XP, Wf, Wf2, _peep(cfg, P, k, s, dtype), Hs, Cs, A, RH, tmp)
             outs.append(np.ascontiguousarray(Hs[:0:-1]) if s else Hs[1:])
             caches.append((Xs, Hs, Cs, A, RH))
             if new_state is not None:
@@ -111,7 +115,7 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
     dtype = dY.dtype
     code = cell_code(cfg)
     grads = {name: np.zeros_like(P[name]) for name in P}
-    tmp = _scratch(cfg, B, dtype)
+    n, rows = _split(B)
     dh, dc = np.empty((B, H), dtype), np.empty((B, H), dtype)
     if masks is not None and masks[cfg.layers] is not None:
         dY = dY * masks[cfg.layers]                                   # dropout: d(X m) = dX m
@@ -126,10 +130,12 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
             dYs = np.ascontiguousarray(dYs[::-1] if s else dYs)       # (T, B, H) in processing order
             dP = np.empty((T, B, G * H), dtype)
             peep = _peep(cfg, P, k, s, dtype)
-            dpeep = np.empty((tmp.shape[0],) + peep.shape, dtype)    # one per thread
+            dpeep = np.empty((n,) + peep.shape, dtype)               # one per thread
             dh[:] = 0.0                                               # truncated BPTT: no gradient
             dc[:] = 0.0                                               # from beyond the window
-            layer_backward(code, Whh, peep, Hs, Cs, A, dYs, dP, dpeep, dh, dc, tmp)
+            Wb, Wb2 = pack_backward(code, Whh, rows)
+            tmp = np.empty((n, scratch_size(rows, H, G, Wb, Wb2)), dtype)
+            layer_backward(code, Wb, Wb2, peep, Hs, Cs, A, dYs, dP, dpeep, dh, dc, tmp)
             dP2 = dP.reshape(T * B, G * H)
             gemm.matmul_tn_add(dP2, Xs.reshape(T * B, In), grads[f"rnn.weight_ih_l{k}{s}"])  # dW_ih = dP^T X
             Hprev = Hs[:-1].reshape(T * B, H)
@@ -156,10 +162,10 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
     return grads
 
 
-def _scratch(cfg, B, dtype):
-    """Per-thread scratch for the cell kernels: (threads, rows per thread * H * max(2G, 4))."""
-    n = gemm.parts(B)
-    return np.empty((n, -(-B // n) * cfg.hidden * max(2 * cfg.gates, 4)), dtype)
+def _split(B):
+    """(threads, rows per thread) for the cell kernels' time loops over B batch rows."""
+    n = gemm.parts(B, CELL_MIN_ROWS)
+    return n, -(-B // n)
 
 
 def _peep(cfg, P, k, s, dtype):

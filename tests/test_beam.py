@@ -28,7 +28,7 @@ from charlm.config import ModelConfig
 from charlm.errors import CharlmError
 from charlm.generate import beam_ids
 from charlm.kernels.beam import beam_search, top_k
-from charlm.kernels.cells import cell_code
+from charlm.kernels.cells import cell_code, pack_forward
 from support import CELLS
 
 
@@ -272,7 +272,8 @@ def test_stop_at_eos_ends_early_when_all_finished():
 
 def run_kernel(cfg, P, prefix, n, W, stop_at_eos):
     L = cfg.layers
-    args = (tuple(P[f"rnn.weight_ih_l{k}"] for k in range(L)), tuple(P[f"rnn.weight_hh_l{k}"] for k in range(L)),
+    packed = [pack_forward(cell_code(cfg), P[f"rnn.weight_hh_l{k}"], W) for k in range(L)]
+    args = (tuple(P[f"rnn.weight_ih_l{k}"] for k in range(L)), tuple(w for w, _ in packed), tuple(w for _, w in packed),
             tuple(P[f"rnn.bias_ih_l{k}"] + P[f"rnn.bias_hh_l{k}"] for k in range(L)),
             tuple(np.zeros((0, cfg.hidden), np.float32) for _ in range(L)))
     out = np.zeros((W, n), np.int32)

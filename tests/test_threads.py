@@ -1,4 +1,5 @@
-"""The threaded paths: batch rows split across Numba threads, and the float32 activations.
+"""The threaded paths: batch rows split across Numba threads, the float32 activations, and the recurrent
+weights cut into column chunks.
 
 Gradient checks elsewhere use small batches that run on one thread; here the batch is large enough to be
 split, and the result must equal the float64 reference and the single-thread run.
@@ -8,9 +9,9 @@ import numba
 import numpy as np
 import pytest
 
-from charlm import model
+from charlm import generate, model
 from charlm.config import ModelConfig
-from charlm.kernels import gemm
+from charlm.kernels import cells, gemm
 from charlm.kernels.activations import exp, sigmoid, tanh
 
 import reference
@@ -115,3 +116,51 @@ def test_float32_exp_within_two_ulp():
     tiny = apply(np.array([-88.0, -100.0, -1e30], np.float32))  # clamped: about 1e-38 stands for 0
     assert np.all((tiny >= 0) & (tiny < 2e-38))
     np.testing.assert_allclose(apply(x.astype(np.float64)), np.exp(x.astype(np.float64)), rtol=1e-15)  # float64: libm
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recurrent weights cut into column chunks (cells.column_chunks), so BLAS can skip packing
+
+
+@pytest.mark.parametrize("rows,K,N", [(16, 128, 512), (16, 512, 2048), (16, 2048, 512), (20, 200, 800), (1, 512, 2048),
+                                      (3, 7, 5), (16, 4096, 4096)])
+def test_column_chunks_fit_and_multiply_exactly(rows, K, N):
+    rng = np.random.default_rng(rows * K + N)
+    W = rng.standard_normal((K, N)).astype(np.float32)
+    A = rng.standard_normal((rows, K)).astype(np.float32)
+    Wc = cells.column_chunks(W, rows)
+    nc, _, cw = Wc.shape
+    small = rows * K * N <= cells.SMALL_MNK
+    if nc > 1:
+        assert rows * K * cw <= cells.SMALL_MNK and cw % 8 == 0 and (nc - 1) * cw < N <= nc * cw
+    else:
+        assert small or rows * K * 8 > cells.SMALL_MNK                    # fits whole, or nothing fits
+    np.testing.assert_array_equal(np.concatenate(list(Wc), axis=1)[:, :N], W)
+    assert not np.concatenate(list(Wc), axis=1)[:, N:].any()                # the padding is zero
+    out = np.full((rows, N), np.nan, np.float32)
+    cells._dot(A, Wc, out, np.empty(nc * rows * cw, np.float32))
+    np.testing.assert_allclose(out, A.astype(np.float64) @ W, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
+@pytest.mark.parametrize("kw", CELLS, ids=lambda kw: "-".join(str(v) for v in kw.values()))
+def test_chunked_recurrent_products_change_nothing(kw, monkeypatch):
+    """A limit small enough to cut this model's W_hh into padded chunks, forward and backward (LSTM:
+    3 chunks of 32 columns forward, 3 of 8 backward; GRU full: 2 padded chunks each way), gives the
+    same numbers as whole products, and the same greedy samples."""
+    cfg = ModelConfig(layers=2, hidden=24, embed=5, vocab_size=9, **kw)
+    rng = np.random.default_rng(11)
+    P = {k: v.astype(np.float64) for k, v in reference.random_params(cfg, rng).items()}
+    x = rng.integers(0, 9, (5, 40)).astype(np.int32)
+    y = rng.integers(0, 9, (5, 40)).astype(np.int32)
+    whole = model.loss_and_grads(cfg, P, x, y), model.token_nll(cfg, P, x, y)[0]
+    prefix = np.array([cfg.eos_id, 3, 4], np.int32)
+    greedy = generate.sample_ids(cfg, P, prefix, 12, 3, 1.0, 0, 1.0, True, False, np.random.default_rng(0))
+    monkeypatch.setattr(cells, "SMALL_MNK", 20_000)
+    assert cells.column_chunks(P["rnn.weight_hh_l0"].T, 20).shape[0] >= 2 or cfg.cell == "rnn"
+    chunked = model.loss_and_grads(cfg, P, x, y), model.token_nll(cfg, P, x, y)[0]
+    assert chunked[0][0] == pytest.approx(whole[0][0], rel=1e-13)
+    for k in whole[0][1]:
+        np.testing.assert_allclose(chunked[0][1][k], whole[0][1][k], rtol=1e-10, atol=1e-13, err_msg=k)
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-12, atol=1e-13)
+    again = generate.sample_ids(cfg, P, prefix, 12, 3, 1.0, 0, 1.0, True, False, np.random.default_rng(0))
+    assert all(np.array_equal(a, b) for a, b in zip(again, greedy))

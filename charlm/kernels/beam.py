@@ -33,6 +33,7 @@ Algorithm.
 import numpy as np
 from numba import njit
 
+from charlm.kernels.cells import scratch_size
 from charlm.kernels.sample import feed
 
 UNUSED = 0     # row holds no hypothesis (fewer than W exist yet)
@@ -97,12 +98,13 @@ def top_k(s, C, k, heap):
 
 
 @njit(cache=True, error_model="numpy")
-def beam_search(cell, emb, Wih, Whh, bias, peep, dec, dec_b, prefix, n, W, eos_id, stop_at_eos, out, scores,
+def beam_search(cell, emb, Wih, Wf, Wf2, bias, peep, dec, dec_b, prefix, n, W, eos_id, stop_at_eos, out, scores,
                 lengths):
     """Beam search of width W for n tokens after prefix (P >= 1 tokens, prefix[0] = EOS), from a zero state.
 
-    emb (V, E); Wih, Whh, bias, peep: tuples of L arrays (GH, In), (GH, H), (GH,) both biases summed,
-    (3, H) or (0, H); dec (V, H), dec_b (V,); W >= 1.
+    emb (V, E); Wih, bias, peep: tuples of L arrays (GH, In), (GH,) both biases summed, (3, H) or (0, H);
+    Wf, Wf2: tuples of L recurrent weights from `cells.pack_forward` for W rows; dec (V, H), dec_b (V,);
+    W >= 1.
     out (W, n) int32: the hypotheses, best first; positions from lengths[j] on hold -1.
     scores (W,) float64: total natural-log probability of each hypothesis' generated tokens.
     lengths (W,) int64: generated tokens per hypothesis (with stop_at_eos, up to and including the EOS).
@@ -110,7 +112,7 @@ def beam_search(cell, emb, Wih, Whh, bias, peep, dec, dec_b, prefix, n, W, eos_i
     """
     L = len(Wih)
     V, E = emb.shape
-    GH, H = Whh[0].shape
+    GH, H = bias[0].shape[0], dec.shape[1]
     dt = emb.dtype
     # --- buffers, all allocated before the loops ----------------------------------------------------
     state = np.zeros((L, 2, W, H), dt)              # (L, 2, W, H) h and c of every row
@@ -122,7 +124,7 @@ def beam_search(cell, emb, Wih, Whh, bias, peep, dec, dec_b, prefix, n, W, eos_i
     hn = np.empty((W, H), dt)
     cn = np.zeros((W, H), dt)
     rh = np.empty((W, H), dt)
-    tmp = np.empty(W * H * max(2 * (GH // H), 4), dt)   # forward_step scratch, large enough for B <= W
+    tmp = np.empty(scratch_size(W, H, GH // H, Wf[0], Wf2[0]), dt)   # forward_step scratch for B <= W rows
     state1 = np.zeros((L, 2, 1, H), dt)             # the prefix runs through one row
     tok1 = np.empty(1, np.int32)
     xe1 = np.empty((1, E), dt)
@@ -147,7 +149,7 @@ def beam_search(cell, emb, Wih, Whh, bias, peep, dec, dec_b, prefix, n, W, eos_i
     # --- 0. the prefix, one row, then copied into every row ---------------------------------------------
     for t in range(prefix.shape[0]):
         tok1[0] = prefix[t]
-        feed(cell, emb, Wih, Whh, bias, peep, tok1, state1, xe1, xp1, a1, hn1, cn1, rh1, tmp)
+        feed(cell, emb, Wih, Wf, Wf2, bias, peep, tok1, state1, xe1, xp1, a1, hn1, cn1, rh1, tmp)
     for k in range(L):
         for s in range(2):
             for j in range(W):
@@ -220,7 +222,7 @@ def beam_search(cell, emb, Wih, Whh, bias, peep, dec, dec_b, prefix, n, W, eos_i
         if live == 0:
             break
         if i + 1 < n:
-            feed(cell, emb, Wih, Whh, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
+            feed(cell, emb, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
     # --- 3. read the hypotheses back through the back-pointers ------------------------------------------
     out[:, :] = -1
     for j in range(W):

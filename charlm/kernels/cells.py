@@ -14,7 +14,12 @@ The backward returns dP, the gradient of the gate pre-activations (T, B, G*H). T
 the weight gradients with one GEMM each over all steps:
     dW_ih = dP^T X,  db_ih = db_hh = Σ dP,  dW_hh = dP^T H_prev  (for GRU full, the n block uses R*H_prev).
 
-Speed: the elementwise math runs in small row functions over 1-D contiguous slices (one batch row, one
+Speed: the recurrent products are a few rows (a thread's share of the batch) times a weight matrix.
+For such shapes OpenBLAS has kernels that skip packing the weight matrix, used when M*N*K <= 10^6
+(SMALL_MNK); packing 4 MB of W_hh per step otherwise halved the speed. So the weights arrive cut into
+column chunks (`column_chunks`, once per window) sized to stay under that limit: 113 GFLOP/s per core
+against 53 for the whole product (16 x 512 x 2048 on this machine's Zen 4 cores).
+The elementwise math runs in small row functions over 1-D contiguous slices (one batch row, one
 gate block). In that form LLVM vectorizes them (with the arithmetic tanh/σ of `activations` in float32);
 one big loop touching many 2-D arrays did not vectorize and cost 20x more.
 """
@@ -40,6 +45,71 @@ def cell_code(cfg) -> int:
 
 
 KERNEL = dict(cache=True, error_model="numpy")   # numpy error model: no zero-division branch in loops
+SMALL_MNK = 1_000_000    # OpenBLAS multiplies M x K by K x N without packing when M*N*K is at most this
+
+
+def column_chunks(W, rows: int) -> np.ndarray:
+    """W (K, N) as nc column chunks (nc, K, cw), the last one zero-padded, so that a product of `rows`
+    rows by one chunk stays within SMALL_MNK: the fewest chunks that fit, of equal widths rounded up to
+    a multiple of 16 (8 when 16 columns are too many; AVX-512 holds 16 floats). When W fits whole, or
+    not even 8 columns fit, the result is one chunk: W itself."""
+    K, N = W.shape
+    fit = SMALL_MNK // max(1, rows * K)                  # widest chunk within the limit
+    if fit >= N or fit < 8:
+        return np.ascontiguousarray(W)[None]
+    step = 16 if fit >= 16 else 8
+    nc = -(-N // (fit // step * step))
+    width = -(-N // nc)
+    cw = -(-width // step) * step
+    chunks = np.zeros((nc, K, cw), W.dtype)
+    for c in range(nc):
+        part = W[:, c * cw:(c + 1) * cw]
+        chunks[c, :, : part.shape[1]] = part
+    return chunks
+
+
+def pack_forward(cell: int, Whh, rows: int):
+    """The recurrent weights (GH, H) as the forward step takes them, for products of `rows` rows:
+    (chunks of W_hh^T, chunks of W_hn^T) for GRU full (its two products), else (chunks of W_hh^T, none)."""
+    H = Whh.shape[1]
+    if cell == GRU_FULL:
+        return column_chunks(Whh[: 2 * H].T, rows), column_chunks(Whh[2 * H:].T, rows)
+    return column_chunks(Whh.T, rows), np.zeros((1, 0, 0), Whh.dtype)
+
+
+def pack_backward(cell: int, Whh, rows: int):
+    """As `pack_forward` for the backward products d W_hh: (chunks of W_{r,z}, chunks of W_hn) for GRU
+    full, else (chunks of W_hh, none)."""
+    H = Whh.shape[1]
+    if cell == GRU_FULL:
+        return column_chunks(Whh[: 2 * H], rows), column_chunks(Whh[2 * H:], rows)
+    return column_chunks(Whh, rows), np.zeros((1, 0, 0), Whh.dtype)
+
+
+@njit(**KERNEL)
+def scratch_size(rows, H, G, W1, W2):
+    """Scratch length a step of `rows` rows needs with packed weights W1, W2: the products' results,
+    then room for their chunks."""
+    return rows * (H * max(2 * G, 4) + max(W1.shape[0] * W1.shape[2], W2.shape[0] * W2.shape[2]))
+
+
+@njit(**KERNEL)
+def _dot(A, Wc, out, tmp):
+    """out (M, N) = A (M, K) @ W, W (K, N) given as column chunks Wc (nc, K, cw) (`column_chunks`);
+    tmp holds the chunks' results (>= nc*M*cw)."""
+    M, N = out.shape
+    nc, K, cw = Wc.shape
+    if nc == 1 and cw == N:
+        np.dot(A, Wc[0], out)
+        return
+    S = tmp[: nc * M * cw].reshape(nc, M, cw)
+    for c in range(nc):
+        np.dot(A, Wc[c], S[c])
+    for c in range(nc):
+        j0 = c * cw
+        w = min(cw, N - j0)
+        for m in range(M):
+            out[m, j0: j0 + w] = S[c, m, :w]
 
 
 # ----------------------------------------------------------------------------- row functions (1-D)
@@ -178,31 +248,32 @@ def _act_backward(v, dh, d, relu):
 # ----------------------------------------------------------------------------- steps and windows
 
 @njit(**KERNEL)
-def forward_step(cell, xp, Whh, peep, h, c, a, h_out, c_out, rh, tmp):
+def forward_step(cell, xp, Wf, Wf2, peep, h, c, a, h_out, c_out, rh, tmp):
     """One step for a batch: state (h, c) -> (h_out, c_out).
 
-    xp (B, GH) input projection with both biases; Whh (GH, H); peep (3, H) or (0, H);
-    h, c (B, H) previous state; a (B, GH) out: activated gates; rh (B, H) out: r*h (GRU full only);
-    tmp (>= B*H*max(2G, 4),) flat scratch for the recurrent products.
+    xp (B, GH) input projection with both biases; Wf, Wf2 the recurrent weights from `pack_forward`;
+    peep (3, H) or (0, H); h, c (B, H) previous state; a (B, GH) out: activated gates; rh (B, H) out:
+    r*h (GRU full only); tmp (>= scratch_size(B, ..),) flat scratch for the recurrent products.
     """
     B, H = h.shape
-    GH = Whh.shape[0]
+    GH = a.shape[1]
+    chunks = tmp[B * H * max(2 * (GH // H), 4):]
     if cell == GRU_FULL:
         hr = tmp[: B * 2 * H].reshape(B, 2 * H)
-        np.dot(h, Whh[: 2 * H].T, hr)                                # (B, 2H) h W_{r,z}^T
+        _dot(h, Wf, hr, chunks)                                      # (B, 2H) h W_{r,z}^T
         for b in range(B):
             _add(a[b, : 2 * H], xp[b, : 2 * H], hr[b])
             _sigmoid_(a[b, : 2 * H])                                 # r, z
             _mul(rh[b], a[b, :H], h[b])                              # r*h
         hn = tmp[: B * H].reshape(B, H)
-        np.dot(rh, Whh[2 * H:].T, hn)                                # (B, H) (r*h) W_hn^T
+        _dot(rh, Wf2, hn, chunks)                                    # (B, H) (r*h) W_hn^T
         for b in range(B):
             _add(a[b, 2 * H:], xp[b, 2 * H:], hn[b])
             _tanh_(a[b, 2 * H:])                                     # n
             _interpolate(a[b, H: 2 * H], a[b, 2 * H:], h[b], h_out[b])
         return
     hw = tmp[: B * GH].reshape(B, GH)
-    np.dot(h, Whh.T, hw)                                             # (B, GH) h W_hh^T
+    _dot(h, Wf, hw, chunks)                                          # (B, GH) h W_hh^T
     for b in range(B):
         ab = a[b]
         _add(ab, xp[b], hw[b])                                       # pre-activations
@@ -227,11 +298,12 @@ def forward_step(cell, xp, Whh, peep, h, c, a, h_out, c_out, rh, tmp):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def layer_forward(cell, XP, Whh, peep, Hs, Cs, A, RH, tmp):
+def layer_forward(cell, XP, Wf, Wf2, peep, Hs, Cs, A, RH, tmp):
     """The time loop. Hs[0], Cs[0] hold the initial state; Hs[t+1], Cs[t+1] receive step t's state.
 
-    XP (T, B, GH); Hs, Cs (T+1, B, H) (Cs (T+1, 1, 1) unless LSTM); A (T, B, GH) activated gates;
-    RH (T, B, H) r*h for GRU full ((1, B, H) otherwise); tmp (n, >= ceil(B/n)*H*max(2G, 4)) scratch.
+    XP (T, B, GH); Wf, Wf2 from `pack_forward` for ceil(B/n) rows; Hs, Cs (T+1, B, H) (Cs (T+1, 1, 1)
+    unless LSTM); A (T, B, GH) activated gates; RH (T, B, H) r*h for GRU full ((1, B, H) otherwise);
+    tmp (n, >= scratch_size(ceil(B/n), ..)) scratch.
     The batch rows are independent for the whole window, so n threads each run the time loop over
     their own rows: no synchronisation between steps.
     """
@@ -241,30 +313,30 @@ def layer_forward(cell, XP, Whh, peep, Hs, Cs, A, RH, tmp):
         b0, b1 = B * ch // n, B * (ch + 1) // n
         for t in range(T):
             tr = t if cell == GRU_FULL else 0
-            forward_step(cell, XP[t, b0:b1], Whh, peep, Hs[t, b0:b1], Cs[t, b0:b1], A[t, b0:b1],
+            forward_step(cell, XP[t, b0:b1], Wf, Wf2, peep, Hs[t, b0:b1], Cs[t, b0:b1], A[t, b0:b1],
                          Hs[t + 1, b0:b1], Cs[t + 1, b0:b1], RH[tr, b0:b1], tmp[ch])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def layer_backward(cell, Whh, peep, Hs, Cs, A, dY, dP, dpeep, dh, dc, tmp):
+def layer_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep, dh, dc, tmp):
     """Backpropagation through the window, in exact reverse order of `layer_forward`, n threads each on
     their own batch rows.
 
-    dY (T, B, H) gradient of the layer's outputs; dh, dc (B, H) in: gradient of the final state (zero
+    Wb, Wb2 from `pack_backward` for ceil(B/n) rows; dY (T, B, H) gradient of the layer's outputs; dh, dc (B, H) in: gradient of the final state (zero
     in truncated BPTT), out: gradient of the initial state. Writes dP (T, B, GH) pre-activation
     gradients; dpeep (n, 3, H) receives each thread's peephole gradient.
-    tmp (n, >= ceil(B/n)*H*max(2G, 4)) scratch.
+    tmp (n, >= scratch_size(ceil(B/n), ..)) scratch.
     """
     B = dY.shape[1]
     n = tmp.shape[0]
     dpeep[:] = 0.0
     for ch in prange(n):
-        _window_backward(cell, Whh, peep, Hs, Cs, A, dY, dP, dpeep[ch], dh, dc, tmp[ch],
+        _window_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep[ch], dh, dc, tmp[ch],
                          B * ch // n, B * (ch + 1) // n)
 
 
 @njit(**KERNEL)
-def _window_backward(cell, Whh, peep, Hs, Cs, A, dY, dP, dpeep, dh_all, dc_all, tmp, b0, b1):
+def _window_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep, dh_all, dc_all, tmp, b0, b1):
     """The backward time loop for batch rows b0..b1-1 (arguments as in `layer_backward`)."""
     T = dY.shape[0]
     H = dY.shape[2]
@@ -272,6 +344,7 @@ def _window_backward(cell, Whh, peep, Hs, Cs, A, dY, dP, dpeep, dh_all, dc_all, 
     dh = dh_all[b0:b1]                                # (B, H) d h_t, flowing back in time
     dc = dc_all[b0:b1]                                # (B, H) d c_t (LSTM)
     dx = tmp[: B * H].reshape(B, H)                   # gradient through a recurrent product (GRU)
+    chunks = tmp[B * H * max(2 * (dP.shape[2] // H), 4):]
     has_peep = cell == LSTM and peep.shape[0] > 0
     for t in range(T - 1, -1, -1):
         a = A[t, b0:b1]
@@ -291,27 +364,27 @@ def _window_backward(cell, Whh, peep, Hs, Cs, A, dY, dP, dpeep, dh_all, dc_all, 
                 else:
                     _lstm_backward(ab[:H], ab[H: 2 * H], ab[2 * H: 3 * H], ab[3 * H:], cp[b], cn[b],
                                    dh[b], dc[b], db[:H], db[H: 2 * H], db[2 * H: 3 * H], db[3 * H:])
-            np.dot(d, Whh, dh)                                        # dh_prev = dP W_hh
+            _dot(d, Wb, dh, chunks)                                   # dh_prev = dP W_hh
         elif cell == GRU_FULL:
             dn = tmp[B * H: 2 * B * H].reshape(B, H)                  # n-block pre-activation gradient
             for b in range(B):
                 _interpolate_backward(a[b, H: 2 * H], a[b, 2 * H:], h[b], dh[b], d[b, H: 2 * H], dn[b])
                 d[b, 2 * H:] = dn[b]
-            np.dot(dn, Whh[2 * H:], dx)                               # d(r*h) = dn_pre W_hn
+            _dot(dn, Wb2, dx, chunks)                                 # d(r*h) = dn_pre W_hn
             drz = tmp[B * H: 3 * B * H].reshape(B, 2 * H)             # r,z-block gradients (dn is done)
             for b in range(B):
                 _reset_backward(a[b, :H], h[b], dx[b], d[b, :H], dh[b])
                 drz[b] = d[b, : 2 * H]
-            np.dot(drz, Whh[: 2 * H], dx)                             # through W_hr, W_hz
+            _dot(drz, Wb, dx, chunks)                                 # through W_hr, W_hz
             for b in range(B):
                 _iadd(dh[b], dx[b])
         elif cell == GRU_MINIMAL:
             for b in range(B):
                 _interpolate_backward(a[b, :H], a[b, H:], h[b], dh[b], d[b, :H], d[b, H:])
-            np.dot(d, Whh, dx)
+            _dot(d, Wb, dx, chunks)
             for b in range(B):
                 _iadd(dh[b], dx[b])
         else:
             for b in range(B):
                 _act_backward(a[b], dh[b], d[b], cell == RNN_RELU)
-            np.dot(d, Whh, dh)
+            _dot(d, Wb, dh, chunks)

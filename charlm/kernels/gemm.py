@@ -14,9 +14,9 @@ KERNEL = dict(cache=True, parallel=True, error_model="numpy")
 MIN_ROWS = 16     # fewer rows per thread than this are not worth a thread
 
 
-def parts(rows: int) -> int:
-    """How many threads share `rows` rows."""
-    return max(1, min(numba.get_num_threads(), rows // MIN_ROWS))
+def parts(rows: int, min_rows: int = MIN_ROWS) -> int:
+    """How many threads share `rows` rows, each taking at least min_rows."""
+    return max(1, min(numba.get_num_threads(), rows // min_rows))
 
 
 def matmul(A, B, out):

@@ -9,7 +9,7 @@ by the caller from a seeded numpy Generator: the inverse CDF at U picks the toke
 import numpy as np
 from numba import njit
 
-from charlm.kernels.cells import forward_step
+from charlm.kernels.cells import forward_step, scratch_size
 
 
 @njit(cache=True, error_model="numpy")
@@ -58,11 +58,11 @@ def _pick(z, temp, top_k, top_p, greedy, u, p, order):
 
 
 @njit(cache=True, error_model="numpy")
-def feed(cell, emb, Wih, Whh, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp):
+def feed(cell, emb, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp):
     """One step of the whole stack for B rows: input tokens tok (B,), state (L, 2, B, H) updated in place.
 
     Scratch (as in `generate`): xe (B, E), xp (B, GH), a (B, GH), hn (B, H), cn (B, H) zero for
-    non-LSTM cells, rh (B, H), tmp (>= B*H*max(2G, 4),). The top layer's new h is state[L-1, 0].
+    non-LSTM cells, rh (B, H), tmp (>= scratch_size(B, ..),). The top layer's new h is state[L-1, 0].
     """
     L = state.shape[0]
     B = tok.shape[0]
@@ -79,24 +79,25 @@ def feed(cell, emb, Wih, Whh, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp
         for b in range(B):
             for g in range(GH):
                 xp[b, g] += bias[k][g]
-        forward_step(cell, xp, Whh[k], peep[k], state[k, 0], state[k, 1], a, hn, cn, rh, tmp)
+        forward_step(cell, xp, Wf[k], Wf2[k], peep[k], state[k, 0], state[k, 1], a, hn, cn, rh, tmp)
         state[k, 0, :, :] = hn
         state[k, 1, :, :] = cn
 
 
 @njit(cache=True, error_model="numpy")
-def generate(cell, emb, Wih, Whh, bias, peep, dec, dec_b, state, prefix, n, temp, top_k, top_p, greedy,
+def generate(cell, emb, Wih, Wf, Wf2, bias, peep, dec, dec_b, state, prefix, n, temp, top_k, top_p, greedy,
              U, eos_id, stop_at_eos, out, lengths):
     """Feed prefix (P >= 1 tokens, the same for every row), then sample n tokens per row.
 
-    emb (V, E); Wih, Whh, bias, peep: tuples of L arrays (GH, In), (GH, H), (GH,) both biases summed,
-    (3, H) or (0, H); dec (V, H), dec_b (V,); state (L, 2, B, H) in/out; U (n, B) uniforms;
+    emb (V, E); Wih, bias, peep: tuples of L arrays (GH, In), (GH,) both biases summed, (3, H) or (0, H);
+    Wf, Wf2: tuples of L recurrent weights from `cells.pack_forward` for B rows; dec (V, H), dec_b (V,);
+    state (L, 2, B, H) in/out; U (n, B) uniforms;
     out (B, n) int32 sampled ids; lengths (B,) tokens generated per row (with stop_at_eos, up to and
     including the first EOS).
     """
     L, _, B, H = state.shape
     V = emb.shape[0]
-    GH = Whh[0].shape[0]
+    GH = bias[0].shape[0]
     E = emb.shape[1]
     tok = np.empty(B, np.int32)
     tok[:] = prefix[0]
@@ -106,7 +107,7 @@ def generate(cell, emb, Wih, Whh, bias, peep, dec, dec_b, state, prefix, n, temp
     hn = np.empty((B, H), emb.dtype)                 # new h of the current layer: next layer's input
     cn = np.zeros((B, H), emb.dtype)
     rh = np.empty((B, H), emb.dtype)
-    tmp = np.empty(B * H * max(2 * (GH // H), 4), emb.dtype)
+    tmp = np.empty(scratch_size(B, H, GH // H, Wf[0], Wf2[0]), emb.dtype)
     z = np.empty((B, V), emb.dtype)
     p = np.empty(V, np.float64)
     order = np.empty(V, np.int64)
@@ -114,7 +115,7 @@ def generate(cell, emb, Wih, Whh, bias, peep, dec, dec_b, state, prefix, n, temp
     lengths[:] = 0
     P = prefix.shape[0]
     for step in range(P - 1 + n):
-        feed(cell, emb, Wih, Whh, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
+        feed(cell, emb, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
         if step < P - 1:
             tok[:] = prefix[step + 1]
             continue
