@@ -8,6 +8,13 @@ Parameters live in a dict keyed by the model file's tensor names (model-format.m
 m_k are dropout masks (training only; None means no dropout). The state carried between windows is one
 array S (L, 2, B, H): S[k, 0] = h and S[k, 1] = c of layer k (c unused except by the LSTM).
 Bidirectional layers always start from a zero state and carry none.
+
+Layer 0 by the vocabulary (`_by_vocabulary`): when the vocabulary is smaller than the window (char
+level) and the embedding is not dropped, layer 0's products over the T*B positions are done over the
+V vocabulary rows instead, since X_0 = onehot(x) E:
+    X_0 W_ih^T = (E W_ih^T)[x]                     (forward: a (V, GH) table, gathered)
+    dW_ih = dP^T X_0 = S^T E,  dE = onehot^T dP W_ih = S W_ih,   S = onehot(x)^T dP  (V, GH)
+That is the same sum in another order, and it removes 3 of the 10 large products of a 2-layer step.
 """
 from __future__ import annotations
 
@@ -70,17 +77,25 @@ def forward(cfg: ModelConfig, P, x, state=None, masks=None):
     n, rows = _split(B)
     new_state = None if cfg.bidirectional else zero_state(cfg, B, dtype)
     caches = []
-    X = P["embedding.weight"][x]                                     # (T, B, E)
+    by_vocab = _by_vocabulary(cfg, x, masks)
+    E = P["embedding.weight"]
+    X = None if by_vocab else E[x]                                   # (T, B, E)
     for k in range(cfg.layers):
         if masks is not None and masks[k] is not None:
             X = X * masks[k]
-        In = X.shape[2]
         outs = []
         for s in _suffixes(cfg):
-            Xs = np.ascontiguousarray(X[::-1]) if s else X
             b = P[f"rnn.bias_ih_l{k}{s}"] + P[f"rnn.bias_hh_l{k}{s}"]
-            XP = np.empty((T, B, G * H), dtype)                      # x W_ih^T + b for all steps
-            gemm.matmul_bias(Xs.reshape(T * B, In), P[f"rnn.weight_ih_l{k}{s}"].T, b, XP.reshape(T * B, G * H))
+            Wih = P[f"rnn.weight_ih_l{k}{s}"]
+            if k == 0 and by_vocab:
+                Xs = np.ascontiguousarray(x[::-1]) if s else x       # (T, B) ids, in processing order
+                table = np.empty((cfg.vocab_size, G * H), dtype)     # E W_ih^T + b  (V, GH)
+                gemm.matmul_bias(E, Wih.T, b, table)
+                XP = table[Xs]                                       # (T, B, GH)
+            else:
+                Xs = np.ascontiguousarray(X[::-1]) if s else X
+                XP = np.empty((T, B, G * H), dtype)                  # x W_ih^T + b for all steps
+                gemm.matmul_bias(Xs.reshape(T * B, -1), Wih.T, b, XP.reshape(T * B, G * H))
             Hs = np.empty((T + 1, B, H), dtype)
             Cs = np.empty((T + 1, B, H), dtype) if cfg.cell == "lstm" else np.zeros((T + 1, 1, 1), dtype)
             if state is None or s:
@@ -124,7 +139,6 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
         dX = None
         for d, s in reversed(list(enumerate(_suffixes(cfg)))):
             Xs, Hs, Cs, A, RH = caches.pop()
-            In = Xs.shape[2]
             Whh = P[f"rnn.weight_hh_l{k}{s}"]
             dYs = dY[:, :, d * H:(d + 1) * H]
             dYs = np.ascontiguousarray(dYs[::-1] if s else dYs)       # (T, B, H) in processing order
@@ -137,7 +151,16 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
             tmp = np.empty((n, scratch_size(rows, H, G, Wb, Wb2)), dtype)
             layer_backward(code, Wb, Wb2, peep, Hs, Cs, A, dYs, dP, dpeep, dh, dc, tmp)
             dP2 = dP.reshape(T * B, G * H)
-            gemm.matmul_tn_add(dP2, Xs.reshape(T * B, In), grads[f"rnn.weight_ih_l{k}{s}"])  # dW_ih = dP^T X
+            Wih, dWih = P[f"rnn.weight_ih_l{k}{s}"], grads[f"rnn.weight_ih_l{k}{s}"]
+            if Xs.ndim == 2:                                                 # layer 0 by the vocabulary
+                S = np.zeros((cfg.vocab_size, G * H), dtype)                 # S = onehot(x)^T dP
+                scatter_add_rows(S, Xs.reshape(-1), dP2)
+                gemm.matmul_tn_add(S, P["embedding.weight"], dWih)           # dW_ih = S^T E
+                dE = np.empty((cfg.vocab_size, Wih.shape[1]), dtype)
+                gemm.matmul(S, Wih, dE)                                      # dE = S W_ih
+                grads["embedding.weight"] += dE
+            else:
+                gemm.matmul_tn_add(dP2, Xs.reshape(T * B, -1), dWih)         # dW_ih = dP^T X
             Hprev = Hs[:-1].reshape(T * B, H)
             dWhh = grads[f"rnn.weight_hh_l{k}{s}"]
             if code == GRU_FULL:                                              # n block sees r*h
@@ -150,16 +173,26 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
             grads[f"rnn.bias_hh_l{k}{s}"] += db
             if code == LSTM and cfg.peephole:
                 grads[f"rnn.weight_peep_l{k}{s}"] += dpeep.sum(axis=0)
-            dXs = np.empty((T, B, In), dtype)
-            gemm.matmul(dP2, P[f"rnn.weight_ih_l{k}{s}"], dXs.reshape(T * B, In))  # dX = dP W_ih
+            if Xs.ndim == 2:
+                continue                                                     # dE is done
+            dXs = np.empty((T, B, Wih.shape[1]), dtype)
+            gemm.matmul(dP2, Wih, dXs.reshape(T * B, -1))                    # dX = dP W_ih
             if s:
                 dXs = dXs[::-1]
             dX = dXs if dX is None else dX + dXs
+        if dX is None:
+            return grads
         if masks is not None and masks[k] is not None:
             dX = dX * masks[k]
         dY = dX
     scatter_add_rows(grads["embedding.weight"], x.reshape(-1), np.ascontiguousarray(dY).reshape(T * B, -1))
     return grads
+
+
+def _by_vocabulary(cfg, x, masks) -> bool:
+    """Whether layer 0 runs by the vocabulary (module docstring): V at most half the T*B positions, and
+    no dropout on the embedding."""
+    return 2 * cfg.vocab_size <= x.size and (masks is None or masks[0] is None)
 
 
 def _split(B):

@@ -7,6 +7,8 @@
     own loss: random directional derivatives for every cell x depth x direction (plain, with fixed
     dropout masks, with tied weights), and a full coordinate-by-coordinate check of the LSTM language
     model (embedding, stacked LSTM, decoder, loss) for 1 and 2 layers.
+    The forward and gradient checks run both ways of doing layer 0: over the T*B positions and over the
+    V vocabulary rows (model._by_vocabulary), whichever the shapes would pick.
 (3) The state carried between windows: two windows equal one pass.
 (4) The loss kernels against plain float64 NumPy.
 (5) Negative controls: the gradient check and the fastmath scan do fail on a planted error.
@@ -50,6 +52,14 @@ def make_cfg(variant, layers, bidirectional=False, tied=False, hidden=H, embed=E
                        unk_id=0, eos_id=1, tied=tied, bidirectional=bidirectional, **CELLS[variant])
 
 
+@pytest.fixture(params=["positions", "vocabulary"])
+def layer0(request, monkeypatch):
+    """Layer 0 over the positions or over the vocabulary (never the latter under embedding dropout)."""
+    by_vocab = request.param == "vocabulary"
+    monkeypatch.setattr(model, "_by_vocabulary", lambda cfg, x, masks: by_vocab and (masks is None or masks[0] is None))
+    return request.param
+
+
 def rng_for(*parts):
     """A Generator seeded by the test case, so every case draws its own reproducible numbers."""
     return np.random.default_rng(zlib.crc32(repr(parts).encode()))
@@ -87,7 +97,7 @@ def assert_state_matches(cfg, S_new, ref_new, atol):
 
 
 @pytest.mark.parametrize("variant,layers,bi", ARCH)
-def test_forward_matches_reference_float64(variant, layers, bi):
+def test_forward_matches_reference_float64(variant, layers, bi, layer0):
     cfg = make_cfg(variant, layers, bi)
     rng = rng_for("fwd64", variant, layers, bi)
     P = ref.random_params(cfg, rng)
@@ -222,7 +232,7 @@ def assert_all_below(errors, what):
 
 
 @pytest.mark.parametrize("variant,layers,bi", ARCH)
-def test_gradient_directional(variant, layers, bi):
+def test_gradient_directional(variant, layers, bi, layer0):
     cfg = make_cfg(variant, layers, bi)
     rng = rng_for("grad", variant, layers, bi)
     P = ref.random_params(cfg, rng)
@@ -235,7 +245,7 @@ def test_gradient_directional(variant, layers, bi):
 
 
 @pytest.mark.parametrize("variant,layers,bi", ARCH)
-def test_gradient_directional_with_dropout(variant, layers, bi):
+def test_gradient_directional_with_dropout(variant, layers, bi, layer0):
     cfg = make_cfg(variant, layers, bi)
     rng = rng_for("grad-dropout", variant, layers, bi)
     P = ref.random_params(cfg, rng)
@@ -250,7 +260,7 @@ def test_gradient_directional_with_dropout(variant, layers, bi):
 
 
 @pytest.mark.parametrize("variant,layers", UNI)
-def test_gradient_directional_tied(variant, layers):
+def test_gradient_directional_tied(variant, layers, layer0):
     cfg = make_cfg(variant, layers, tied=True)
     rng = rng_for("grad-tied", variant, layers)
     P = ref.random_params(cfg, rng)
@@ -269,7 +279,7 @@ FULL_LSTM = [
 
 
 @pytest.mark.parametrize("case", FULL_LSTM)
-def test_gradient_full_lstm_lm(case):
+def test_gradient_full_lstm_lm(case, layer0):
     """Every entry of every tensor of the LSTM language model: embedding, stacked LSTM, decoder, loss."""
     cfg = make_cfg("lstm", case["layers"], tied=case.get("tied", False))
     rng = rng_for("grad-full", sorted(case.items()))
@@ -355,7 +365,7 @@ def test_gradient_check_catches_a_swapped_gate_gradient():
 
 
 @pytest.mark.parametrize("variant,layers", UNI)
-def test_two_windows_equal_one_pass(variant, layers):
+def test_two_windows_equal_one_pass(variant, layers, layer0):
     cfg = make_cfg(variant, layers)
     rng = rng_for("carry", variant, layers)
     P = ref.random_params(cfg, rng)
@@ -498,3 +508,15 @@ def test_fastmath_scan_catches_planted_use(relpath, source):
 def test_fastmath_scan_allows_the_rule():
     source = '"""Kernels.\n\n- Never `fastmath=True`.\n"""\n# fastmath is forbidden\nX = 1\n'
     assert fastmath_violations("kernels/__init__.py", source) == []
+
+
+def test_layer0_by_vocabulary_only_when_it_saves_work():
+    char = ModelConfig(vocab_size=65, hidden=8, embed=8)
+    word = ModelConfig(vocab_size=10000, hidden=8, embed=8)
+    x = np.zeros((64, 32), np.int32)
+    assert model._by_vocabulary(char, x, None)
+    assert not model._by_vocabulary(word, x, None)                       # V > T*B / 2
+    masks = model.dropout_masks(char, np.random.default_rng(0), 64, 32, 0.5)
+    assert model._by_vocabulary(char, x, masks)                          # layer 0's input is kept whole
+    masks[0] = masks[1]
+    assert not model._by_vocabulary(char, x, masks)                      # a dropped embedding varies by position

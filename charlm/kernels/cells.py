@@ -61,11 +61,9 @@ def column_chunks(W, rows: int) -> np.ndarray:
     nc = -(-N // (fit // step * step))
     width = -(-N // nc)
     cw = -(-width // step) * step
-    chunks = np.zeros((nc, K, cw), W.dtype)
-    for c in range(nc):
-        part = W[:, c * cw:(c + 1) * cw]
-        chunks[c, :, : part.shape[1]] = part
-    return chunks
+    padded = np.zeros((K, nc * cw), W.dtype)
+    padded[:, :N] = W
+    return np.ascontiguousarray(padded.reshape(K, nc, cw).transpose(1, 0, 2))
 
 
 def pack_forward(cell: int, Whh, rows: int):
