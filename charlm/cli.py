@@ -143,6 +143,11 @@ def main(ctx, debug):
 @click.option("--tie-weights", is_flag=True, help="Decoder shares the embedding (needs embed == hidden).")
 @click.option("--dropout", type=float, default=0.0, show_default=True,
               help="Dropout between layers and before the decoder.")
+@click.option("--embed-dropout", type=float, default=0.0, show_default=True,
+              help="Dropout on the embedding (the first layer's input).")
+@click.option("--locked-dropout", is_flag=True,
+              help="Drop the same units at every step of a window (variational dropout) instead of new "
+                   "ones at each step.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--seq-len", type=int, default=64, show_default=True, help="Truncated-BPTT window.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
@@ -150,6 +155,9 @@ def main(ctx, debug):
 @click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum.")
 @click.option("--lr-decay", type=float, default=1.0, show_default=True,
               help="Divide the learning rate by this each time validation does not improve.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+              help="cosine: lr * (1 + cos(pi * f)) / 2, f the fraction of the run done (by --max-steps, "
+                   "--epochs or --time-budget, whichever ends it first).")
 @click.option("--clip", type=float, default=5.0, show_default=True, help="Global gradient-norm clip (0 = off).")
 @click.option("--epochs", type=float, default=0, help="Passes over the training text (0 = no limit).")
 @click.option("--max-steps", type=int, default=0,
@@ -171,7 +179,8 @@ def main(ctx, debug):
 @click.option("--resume", is_flag=True,
               help="Continue the run saved at --out (OUT.state) exactly where it stopped. Model, data and "
                    "batching options come from the run; given limits replace the run's (they count the "
-                   "whole run); --lr, --clip, --dropout, --lr-decay, --valid-every, --keep may change.")
+                   "whole run); --lr, --lr-schedule, --lr-decay, --clip, the dropouts, --valid-every, --keep may "
+                   "change.")
 @click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
               help="A NaN or infinite loss or gradient: stop (exit 3, the last good state saved), or skip "
                    "that step and go on.")
@@ -180,8 +189,8 @@ def main(ctx, debug):
 @threads_option
 @click.pass_context
 def train(ctx, corpus, out, level, lowercase, min_count, max_vocab, cell, activation, gru_variant, peephole,
-          bidirectional, layers, hidden, embed, tie_weights, dropout, batch_size, seq_len, optimizer, lr,
-          momentum, lr_decay, clip, epochs, max_steps, time_budget, valid_path, valid_fraction, valid_every,
+          bidirectional, layers, hidden, embed, tie_weights, dropout, embed_dropout, locked_dropout, batch_size,
+          seq_len, optimizer, lr, momentum, lr_decay, lr_schedule, clip, epochs, max_steps, time_budget, valid_path, valid_fraction, valid_every,
           keep, seed, encoding_errors, checkpoint_every, resume, on_nonfinite, quiet, as_json, threads):
     """Train a language model on UTF-8 text files.
 
@@ -234,6 +243,8 @@ def train(ctx, corpus, out, level, lowercase, min_count, max_vocab, cell, activa
         lr = 2e-3 if p["optimizer"] == "adam" else 1.0
     tc = TrainConfig(batch_size=p["batch_size"], seq_len=p["seq_len"], optimizer=p["optimizer"], lr=lr,
                      momentum=p["momentum"], lr_decay=p["lr_decay"], clip=p["clip"], dropout=p["dropout"],
+                     embed_dropout=p["embed_dropout"], locked_dropout=p["locked_dropout"],
+                     lr_schedule=p["lr_schedule"],
                      epochs=p["epochs"], max_steps=p["max_steps"], time_budget=p["time_budget"],
                      valid_fraction=p["valid_fraction"], valid_every=p["valid_every"], seed=p["seed"],
                      keep=p["keep"])

@@ -152,6 +152,9 @@ class TrainConfig:
     lr_decay: float = 1.0         # divide lr by this when validation stops improving (1 = never)
     clip: float = 5.0             # global gradient-norm clip; 0 turns it off
     dropout: float = 0.0          # p of dropping a unit between layers and before the decoder
+    embed_dropout: float = 0.0    # p of dropping a unit of the embedding (layer 0's input)
+    locked_dropout: bool = False  # one mask per window for all time steps (variational dropout)
+    lr_schedule: str = "constant"  # "constant" | "cosine": lr · ½(1 + cos(π · fraction of the run done))
     epochs: float = 0             # passes over the training text (0 = no limit)
     max_steps: int = 0            # optimizer steps of the whole run (0 = no limit)
     time_budget: float = 0        # seconds of training (0 = no limit)
@@ -170,6 +173,11 @@ class TrainConfig:
             (self.lr_decay >= 1, f"--lr-decay must be >= 1, got {self.lr_decay!r}"),
             (self.clip >= 0, f"--clip must be >= 0 (0 = off), got {self.clip!r}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout!r}"),
+            (0 <= self.embed_dropout < 1, f"--embed-dropout must be in [0, 1), got {self.embed_dropout!r}"),
+            (self.lr_schedule in ("constant", "cosine"),
+             f"--lr-schedule must be constant or cosine, got {self.lr_schedule!r}"),
+            (self.lr_schedule == "constant" or self.lr_decay == 1,
+             f"--lr-schedule cosine sets the learning rate itself: drop --lr-decay {self.lr_decay!r}"),
             (self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs!r}"),
             (self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps!r}"),
             (self.time_budget >= 0, f"--time-budget must be >= 0, got {self.time_budget!r}"),

@@ -242,14 +242,23 @@ def token_nll(cfg: ModelConfig, P, x, y, state=None):
     return nll.reshape(x.shape), new_state
 
 
-def dropout_masks(cfg: ModelConfig, rng: np.random.Generator, T: int, B: int, p: float, dtype=np.float32):
-    """Inverted dropout masks for the inputs of layers 1..L-1 and of the decoder (layer 0's input, the
-    embedding, keeps all units). Each element is 0 with probability p, else 1/(1-p)."""
-    if p <= 0.0:
+def dropout_masks(cfg: ModelConfig, rng: np.random.Generator, T: int, B: int, p: float, dtype=np.float32,
+                  embed_p: float = 0.0, locked: bool = False):
+    """Inverted dropout masks: masks[0] for the embedding (layer 0's input; None unless embed_p > 0),
+    masks[1..L] for the inputs of layers 1..L-1 and of the decoder (None unless p > 0). Each element is
+    0 with probability p, else 1/(1-p). Masks are (T, B, width), one per time step, or with `locked`
+    (1, B, width): one per window, the same units dropped at every step (variational dropout).
+    Returns None when nothing is dropped."""
+    if p <= 0.0 and embed_p <= 0.0:
         return None
-    keep = 1.0 - p
-    masks = [None]
+    t = 1 if locked else T
+
+    def mask(q, width):
+        keep = 1.0 - q
+        return ((rng.random((t, B, width), dtype=np.float32) < keep) / keep).astype(dtype)
+
+    masks = [mask(embed_p, cfg.embed) if embed_p > 0.0 else None]
     width = cfg.hidden * cfg.directions
     for _ in range(cfg.layers):
-        masks.append(((rng.random((T, B, width), dtype=np.float32) < keep) / keep).astype(dtype))
+        masks.append(mask(p, width) if p > 0.0 else None)
     return masks

@@ -300,7 +300,8 @@ ARCH_OPTIONS = {"level": "level", "lowercase": "lowercase", "cell": "cell", "act
                 "layers": "layers", "hidden": "hidden", "embed": "embed", "tie_weights": "tied"}  # -> ModelConfig
 DATA_OPTIONS = ("min_count", "max_vocab", "encoding_errors")     # fixed, kept in run_config
 FIXED_TRAIN_OPTIONS = ("batch_size", "seq_len", "optimizer", "seed", "valid_fraction")   # fixed, TrainConfig
-CHANGEABLE_TRAIN_OPTIONS = ("lr", "momentum", "lr_decay", "clip", "dropout", "valid_every", "keep")
+CHANGEABLE_TRAIN_OPTIONS = ("lr", "momentum", "lr_decay", "lr_schedule", "clip", "dropout", "embed_dropout",
+                            "locked_dropout", "valid_every", "keep")
 LIMIT_OPTIONS = ("epochs", "max_steps", "time_budget")           # given: they replace the run's limits
 RUN_OPTIONS = ("checkpoint_every", "on_nonfinite")                # may change, kept in run_config
 
@@ -333,7 +334,7 @@ def resume_options(st: RunState, values: dict, explicit: set, where) -> tuple[di
     if "valid_path" not in explicit:
         out["valid_path"] = st.run_config.get("valid", values["valid_path"])
     for name in CHANGEABLE_TRAIN_OPTIONS:
-        saved = st.train_config[name]
+        saved = st.train_config.get(name, values[name])            # absent from runs of older versions
         if name in explicit and values[name] != saved:
             notes.append(f"--{name.replace('_', '-')} {values[name]} (the run had {_show(saved)})")
         else:

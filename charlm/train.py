@@ -139,7 +139,7 @@ def train(corpus: Corpus, out, cfg: ModelConfig, tc: TrainConfig, progress: bool
     resume: a RunState (charlm.resume.load_state) of the run to continue; corpus, cfg and the fixed
     parts of tc (batch size, window, optimizer, seed) must be the run's. tc's limits (epochs, max_steps,
     time_budget: totals of the whole run), lr (a new value replaces the current, possibly decayed, one),
-    clip, dropout, momentum, lr_decay, valid_every and keep may differ.
+    clip, the dropouts, momentum, lr_decay, lr_schedule, valid_every and keep may differ.
     checkpoint_every: also save the run state (and with keep="last" the model) every N steps (0 = no).
     on_nonfinite: "stop" raises TrainingDiverged; "skip" skips the step and counts it.
     threads: Numba threads for this run (None: the current count). Same threads, same bits.
@@ -307,7 +307,7 @@ class _Run:
     def run(self) -> TrainResult:
         self._clean_stale_temp_files()
         self.log_file = self._open_log()
-        total = self._total_steps()
+        total = self.total = self._total_steps()
         self.bar = _progress_bar(total, self.step, self.progress_enabled)
         signals = _StopSignals()
         try:
@@ -330,6 +330,14 @@ class _Run:
         limits = [s for s in (tc.max_steps, math.ceil(tc.epochs * self.steps_per_epoch) if tc.epochs else 0) if s]
         return min(limits) if limits else None
 
+    def _done(self) -> float:
+        """The fraction of the run done, by whichever limit ends it first (steps, epochs, time)."""
+        tc = self.tc
+        parts = [self.step / self.total] if self.total else []
+        if tc.time_budget:
+            parts.append(self.elapsed() / tc.time_budget)
+        return min(1.0, max(parts, default=0.0))
+
     def _stop_reason(self, signals, total) -> str:
         tc = self.tc
         if signals.received:
@@ -349,7 +357,10 @@ class _Run:
         x = np.ascontiguousarray(self.streams[:, p:p + t].T)                  # (t, B)
         y = np.ascontiguousarray(self.streams[:, p + 1:p + 1 + t].T)          # (t, B)
         rng_before = self.rng.bit_generator.state
-        masks = model.dropout_masks(cfg, self.rng, t, tc.batch_size, tc.dropout)
+        masks = model.dropout_masks(cfg, self.rng, t, tc.batch_size, tc.dropout, embed_p=tc.embed_dropout,
+                                    locked=tc.locked_dropout)
+        if tc.lr_schedule == "cosine":
+            self.opt.lr = tc.lr * 0.5 * (1.0 + math.cos(math.pi * self._done()))
         loss, grads, carry = model.loss_and_grads(cfg, self.P, x, y, self.carry, masks)
         with np.errstate(invalid="ignore", over="ignore"):           # a non-finite norm is handled below
             norm = clip_grads(grads, tc.clip)
