@@ -61,10 +61,11 @@ def _decoder(cfg, P):
     return P["embedding.weight"] if cfg.tied else P["decoder.weight"]
 
 
-def forward(cfg: ModelConfig, P, x, state=None, masks=None):
+def forward(cfg: ModelConfig, P, x, state=None, masks=None, for_backward=True):
     """Run the recurrent stack over x (T, B) token ids.
 
-    Returns (Y (T, B, H*dirs) top outputs after the decoder dropout, caches for `backward`, new state).
+    Returns (Y (T, B, H*dirs) top outputs after the decoder dropout, caches for `backward` (None unless
+    for_backward: then the gates are not kept), new state).
     masks: None, or a list of L+1 arrays (or None each) multiplying layer k's input (k < L) and the
     decoder's input (k = L).
     """
@@ -105,13 +106,14 @@ def forward(cfg: ModelConfig, P, x, state=None, masks=None):
                 Hs[0] = state[k, 0]
                 if cfg.cell == "lstm":
                     Cs[0] = state[k, 1]
-            A = np.empty((T, B, G * H), dtype)
-            RH = np.empty((T if code == GRU_FULL else 1, B, H), dtype)
+            A = np.empty((T if for_backward else 1, B, G * H), dtype)
+            RH = np.empty((T if code == GRU_FULL and for_backward else 1, B, H), dtype)
             Wf, Wf2 = pack_forward(code, P[f"rnn.weight_hh_l{k}{s}"], rows)
             tmp = np.empty((n, scratch_size(rows, H, G, Wf, Wf2)), dtype)
             layer_forward(code, XP, Wf, Wf2, _peep(cfg, P, k, s, dtype), Hs, Cs, A, RH, tmp)
             outs.append(np.ascontiguousarray(Hs[:0:-1]) if s else Hs[1:])
-            caches.append((Xs, Hs, Cs, A, RH))
+            if for_backward:
+                caches.append((Xs, Hs, Cs, A, RH))
             if new_state is not None:
                 new_state[k, 0] = Hs[T]
                 if cfg.cell == "lstm":
@@ -119,7 +121,7 @@ def forward(cfg: ModelConfig, P, x, state=None, masks=None):
         X = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
     if masks is not None and masks[cfg.layers] is not None:
         X = X * masks[cfg.layers]
-    return X, caches, new_state
+    return X, caches if for_backward else None, new_state
 
 
 def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.ndarray]:
@@ -235,7 +237,7 @@ def loss_and_grads(cfg: ModelConfig, P, x, y, state=None, masks=None):
 
 def token_nll(cfg: ModelConfig, P, x, y, state=None):
     """-log p(y[t, b]) as (T, B) float64 after inputs x (T, B), and the new state. No dropout."""
-    Y, _, new_state = forward(cfg, P, x, state)
+    Y, _, new_state = forward(cfg, P, x, state, for_backward=False)
     Z = logits(cfg, P, Y)
     nll = np.empty(Z.shape[0], np.float64)
     logsoftmax_nll(Z, y.reshape(-1), nll)

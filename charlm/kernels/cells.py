@@ -149,12 +149,19 @@ def _mul(out, x, y):
 
 
 @njit(**KERNEL)
-def _lstm_state(i, f, g, o, c, c_out, h_out):
-    """c' = f*c + i*g,  h' = o*tanh(c')."""
-    for j in range(c.shape[0]):
-        cn = f[j] * c[j] + i[j] * g[j]
+def _lstm(xp, hw, c, a, c_out, h_out):
+    """One batch row, one pass: pre-activations xp + hw (GH,) -> gates a = (i, f, g, o) (GH,),
+    c' = f*c + i*g,  h' = o*tanh(c')."""
+    H = c.shape[0]
+    for j in range(H):
+        i = sigmoid(xp[j] + hw[j])
+        f = sigmoid(xp[H + j] + hw[H + j])
+        g = tanh(xp[2 * H + j] + hw[2 * H + j])
+        o = sigmoid(xp[3 * H + j] + hw[3 * H + j])
+        a[j], a[H + j], a[2 * H + j], a[3 * H + j] = i, f, g, o
+        cn = f * c[j] + i * g
         c_out[j] = cn
-        h_out[j] = o[j] * tanh(cn)
+        h_out[j] = o * tanh(cn)
 
 
 @njit(**KERNEL)
@@ -274,15 +281,12 @@ def forward_step(cell, xp, Wf, Wf2, peep, h, c, a, h_out, c_out, rh, tmp):
     _dot(h, Wf, hw, chunks)                                          # (B, GH) h W_hh^T
     for b in range(B):
         ab = a[b]
+        if cell == LSTM and peep.shape[0] == 0:
+            _lstm(xp[b], hw[b], c[b], ab, c_out[b], h_out[b])
+            continue
         _add(ab, xp[b], hw[b])                                       # pre-activations
         if cell == LSTM:
-            if peep.shape[0] > 0:
-                _lstm_peephole(ab[:H], ab[H: 2 * H], ab[2 * H: 3 * H], ab[3 * H:], peep, c[b], c_out[b], h_out[b])
-            else:
-                _sigmoid_(ab[: 2 * H])                               # i, f
-                _tanh_(ab[2 * H: 3 * H])                             # g
-                _sigmoid_(ab[3 * H:])                                # o
-                _lstm_state(ab[:H], ab[H: 2 * H], ab[2 * H: 3 * H], ab[3 * H:], c[b], c_out[b], h_out[b])
+            _lstm_peephole(ab[:H], ab[H: 2 * H], ab[2 * H: 3 * H], ab[3 * H:], peep, c[b], c_out[b], h_out[b])
         elif cell == GRU_MINIMAL:
             _sigmoid_(ab[:H])                                        # z
             _tanh_(ab[H:])                                           # n
@@ -300,7 +304,8 @@ def layer_forward(cell, XP, Wf, Wf2, peep, Hs, Cs, A, RH, tmp):
     """The time loop. Hs[0], Cs[0] hold the initial state; Hs[t+1], Cs[t+1] receive step t's state.
 
     XP (T, B, GH); Wf, Wf2 from `pack_forward` for ceil(B/n) rows; Hs, Cs (T+1, B, H) (Cs (T+1, 1, 1)
-    unless LSTM); A (T, B, GH) activated gates; RH (T, B, H) r*h for GRU full ((1, B, H) otherwise);
+    unless LSTM); A (T, B, GH) activated gates and RH (T, B, H) r*h for GRU full, as the backward needs
+    them, or (1, B, ..) each: scratch overwritten at every step (evaluation; RH of other cells);
     tmp (n, >= scratch_size(ceil(B/n), ..)) scratch.
     The batch rows are independent for the whole window, so n threads each run the time loop over
     their own rows: no synchronisation between steps.
@@ -310,8 +315,9 @@ def layer_forward(cell, XP, Wf, Wf2, peep, Hs, Cs, A, RH, tmp):
     for ch in prange(n):
         b0, b1 = B * ch // n, B * (ch + 1) // n
         for t in range(T):
-            tr = t if cell == GRU_FULL else 0
-            forward_step(cell, XP[t, b0:b1], Wf, Wf2, peep, Hs[t, b0:b1], Cs[t, b0:b1], A[t, b0:b1],
+            ta = t if A.shape[0] == T else 0
+            tr = t if RH.shape[0] == T else 0
+            forward_step(cell, XP[t, b0:b1], Wf, Wf2, peep, Hs[t, b0:b1], Cs[t, b0:b1], A[ta, b0:b1],
                          Hs[t + 1, b0:b1], Cs[t + 1, b0:b1], RH[tr, b0:b1], tmp[ch])
 
 
