@@ -5,14 +5,27 @@ canonical URL or from a local folder or mirror URL, and verifies each file's siz
 registry knows them. A checksum is recorded only when it was verified against a known-good copy: the
 others are None and the file (or corpus) says `verified: False`; such files are never trusted, only
 fetched. `corpus_group` is the `charlm corpus list|get` command group.
+
+A file that is a zip archive lists in its spec, under "unpack", the archive members to extract. Once the
+archive is fetched (and verified, when its checksum is known), `get` extracts each of them next to it in
+the corpus folder under its base name (wikitext-2/wiki.train.tokens -> wiki.train.tokens), so the folder
+it prints holds usable text files. The archive is kept: members are extracted again only when one is
+missing or older than the archive. Extraction is all or nothing: every member goes to a temp file in the
+folder, and only when all were read whole (CRC checked) are they moved into place with os.replace. A
+member name that is absolute or holds '..' is refused (zip-slip); an archive that is not a zip, is
+truncated, fails a CRC check or lacks a listed member is deleted (so that the next `get` fetches it
+anew) and raises CharlmError.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import click
@@ -82,13 +95,15 @@ CORPORA: dict[str, dict] = {
                 "size": None,
                 "sha256": None,
                 "verified": False,
+                "unpack": ["wikitext-2/wiki.train.tokens", "wikitext-2/wiki.valid.tokens",
+                           "wikitext-2/wiki.test.tokens"],
             },
         },
         "license": "CC BY-SA 3.0",
         "verified": False,
-        "note": "a zip archive holding wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens (not "
-                "unpacked by charlm); the original host was research.metamind.io on S3; size and sha256 "
-                "unverified (recorded on a machine without internet)",
+        "note": "a zip archive holding wikitext-2/wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens, "
+                "unpacked next to it by `get`; the original host was research.metamind.io on S3; size "
+                "and sha256 unverified (recorded on a machine without internet)",
     },
     "text8": {
         "name": "text8",
@@ -101,11 +116,12 @@ CORPORA: dict[str, dict] = {
                 "size": None,
                 "sha256": None,
                 "verified": False,
+                "unpack": ["text8"],
             },
         },
         "license": "Wikipedia text: CC BY-SA 3.0 / GFDL",
         "verified": False,
-        "note": "a zip archive holding one file, text8 (not unpacked by charlm); convention: 90M/5M/5M "
+        "note": "a zip archive holding one file, text8, unpacked next to it by `get`; convention: 90M/5M/5M "
                 "characters train/valid/test; size and sha256 unverified (recorded on a machine "
                 "without internet)",
     },
@@ -246,13 +262,60 @@ def _fetch(fname: str, spec: dict, source: str | None, dest: Path, progress: boo
     return True
 
 
+def _member_target(member: str, archive: Path, dest: Path) -> Path:
+    """Where archive member `member` is extracted: dest / its base name. CharlmError for a name that is
+    absolute or holds '..' (zip-slip), or names no file."""
+    parts = member.replace("\\", "/").split("/")
+    if member.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts or parts[-1] in ("", "."):
+        raise CharlmError(f"refusing to extract {member!r} from {archive.name}: not a relative file "
+                          f"name inside the archive, it could write outside {dest}")
+    return dest / parts[-1]
+
+
+def _unpack(archive: Path, members: list[str], dest: Path) -> None:
+    """Extract `members` of the zip `archive` into dest under their base names, all or nothing (see the
+    module docstring), unless every one is already there and not older than the archive."""
+    targets = {m: _member_target(m, archive, dest) for m in members}
+    mtime = archive.stat().st_mtime_ns
+    if all(t.is_file() and t.stat().st_mtime_ns >= mtime for t in targets.values()):
+        return
+    temps = []
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            missing = sorted(set(members) - set(zf.namelist()))
+            if missing:
+                raise zipfile.BadZipFile(f"no member {', '.join(missing)}")
+            for member, target in targets.items():
+                fd, tmp = tempfile.mkstemp(dir=dest, prefix="." + target.name + ".", suffix=".part")
+                temps.append((tmp, target))
+                with os.fdopen(fd, "wb") as out, zf.open(member) as src:
+                    shutil.copyfileobj(src, out, _CHUNK)
+        for tmp, target in temps:
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)
+        temps = []
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+        archive.unlink(missing_ok=True)
+        raise CharlmError(f"bad zip archive {archive.name}: {_one_line(e)}; the archive was deleted") from e
+    except OSError as e:
+        raise CharlmError(f"could not extract {archive.name} into {dest}: "
+                          f"{_one_line(e.strerror or e)}") from e
+    finally:
+        for tmp, _ in temps:   # a failed extraction leaves no member behind
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
 def get(name: str, source: str | os.PathLike | None = None, dest: str | os.PathLike | None = None,
         progress: bool = False) -> Path:
     """Fetch every file of corpus `name` into `dest` (default cache_dir()/corpora/NAME) and return that
     folder. `source`: None for the canonical URLs, a local folder holding the files (copied), or a base
     URL (http(s)://, file://) to which each file name is appended. Files already there with the right
     checksum are kept. A file missing from `source` is an error unless its checksum is unverified (then a
-    warning and it is skipped). A checksum mismatch deletes the download and raises CharlmError."""
+    warning and it is skipped). A checksum mismatch deletes the download and raises CharlmError. The
+    members an archive lists under "unpack" are extracted next to it (see the module docstring)."""
     spec = entry(name)
     if source is not None:
         source = os.fspath(source)
@@ -268,10 +331,10 @@ def get(name: str, source: str | os.PathLike | None = None, dest: str | os.PathL
     try:
         present = 0
         for fname, fspec in spec["files"].items():
-            if is_cached(folder / fname, fspec):
+            if is_cached(folder / fname, fspec) or _fetch(fname, fspec, source, folder, progress):
                 present += 1
-            elif _fetch(fname, fspec, source, folder, progress):
-                present += 1
+                if fspec.get("unpack"):
+                    _unpack(folder / fname, fspec["unpack"], folder)
         if not present:
             raise CharlmError(f"no file of {name} found in {source}")
     except BaseException:
@@ -341,6 +404,7 @@ def list_command(as_json):
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
               help="Put the files here instead of the cache (CACHE/corpora/NAME).")
 def get_command(name, source, dest):
-    """Fetch every file of corpus NAME, verify its checksum, and print the folder holding them."""
+    """Fetch every file of corpus NAME, verify its checksum, unpack archives, and print the folder holding
+    them."""
     folder = get(name, source=source, dest=dest, progress=sys.stderr.isatty())
     click.echo(str(folder))

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,10 @@ from charlm.registry import CORPORA, corpus_group
 from support import corpora_dir, invoke, ok, one_line_error
 
 SHAKESPEARE_SHA = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+WIKI = {"wikitext-2/wiki.train.tokens": " = Valkyria Chronicles = \n the game began development \n",
+        "wikitext-2/wiki.valid.tokens": " = Homarus gammarus = \n a species of lobster \n",
+        "wikitext-2/wiki.test.tokens": " = Robert Boulter = \n an English actor \n"}
+TEXT8 = " anarchism originated as a term of abuse first used against early working class radicals"
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +40,25 @@ def sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def zip_bytes(members, method=zipfile.ZIP_DEFLATED):
+    """A zip archive holding {member name: text}."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+def put(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def names(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
 def test_registry_entries_are_well_formed():
     for name, e in CORPORA.items():
         assert e["name"] == name and e["level"] in ("char", "word") and e["license"] and e["description"]
@@ -40,9 +66,14 @@ def test_registry_entries_are_well_formed():
             assert f["url"].startswith(("https://", "http://"))
             assert (f["sha256"] is None) == (not f["verified"])       # never a checksum not verified
         assert e["verified"] == all(f["verified"] for f in e["files"].values())
+        for fname, f in e["files"].items():                         # unpacked names: distinct, safe
+            flat = [m.split("/")[-1] for m in f.get("unpack", [])]
+            assert len(set(flat)) == len(flat) and fname not in flat and not {"", ".", ".."} & set(flat)
     assert CORPORA["tinyshakespeare"]["files"]["input.txt"]["sha256"] == SHAKESPEARE_SHA
     assert CORPORA["ptb"]["files"]["ptb.test.txt"]["sha256"] is None
     assert CORPORA["wikitext-2"]["verified"] is False and CORPORA["text8"]["verified"] is False
+    assert CORPORA["wikitext-2"]["files"]["wikitext-2-v1.zip"]["unpack"] == list(WIKI)
+    assert CORPORA["text8"]["files"]["text8.zip"]["unpack"] == ["text8"]
 
 
 def test_list_text_and_json(tmp_path):
@@ -155,3 +186,83 @@ def test_network_error_is_one_line_naming_the_url(tmp_path):
     one_line_error(invoke("corpus", "get", "tinyshakespeare", "--from", url, "--dest", tmp_path / "d"),
                    "could not download", url + "/input.txt")
     assert not (tmp_path / "d").exists()
+
+
+def test_get_unpacks_archives_next_to_them(tmp_path):
+    src = tmp_path / "src"
+    put(src / "wikitext-2-v1.zip", zip_bytes({"wikitext-2/": "", **WIKI}))
+    put(src / "text8.zip", zip_bytes({"text8": TEXT8}))
+    r = ok(invoke("corpus", "get", "wikitext-2", "--from", src))
+    folder = tmp_path / "cache" / "corpora" / "wikitext-2"
+    assert r.stdout == f"{folder}\n"
+    assert names(folder) == ["wiki.test.tokens", "wiki.train.tokens", "wiki.valid.tokens",
+                             "wikitext-2-v1.zip"]
+    for member, text in WIKI.items():
+        assert (folder / member.split("/")[1]).read_text() == text
+    dest = tmp_path / "t"
+    r = ok(invoke("corpus", "get", "text8", "--from", src.as_uri(), "--dest", dest))   # the download path
+    assert r.stdout == f"{dest}\n" and names(dest) == ["text8", "text8.zip"]
+    assert (Path(r.stdout.strip()) / "text8").read_text() == TEXT8
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (dest / "text8").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "text8/../../evil.txt", "{tmp}/evil.txt"])
+def test_zip_slip_member_is_refused(tmp_path, monkeypatch, member):
+    member = member.format(tmp=tmp_path)
+    monkeypatch.setitem(CORPORA["text8"]["files"]["text8.zip"], "unpack", [member])
+    src = tmp_path / "src"
+    put(src / "text8.zip", zip_bytes({member: "pwned"}))
+    dest = tmp_path / "d"
+    one_line_error(invoke("corpus", "get", "text8", "--from", src, "--dest", dest),
+                   f"refusing to extract {member!r} from text8.zip", "outside")
+    assert names(tmp_path) == ["d", "src"] and names(dest) == ["text8.zip"]      # nothing written
+
+
+def corrupt_wiki_zip(kind):
+    if kind == "not a zip":
+        return b"<html>404 Not Found</html>\n"
+    if kind == "missing member":
+        return zip_bytes({m: t for m, t in WIKI.items() if "test" not in m})
+    data = bytearray(zip_bytes(WIKI, zipfile.ZIP_STORED))
+    if kind == "truncated":
+        return bytes(data[:len(data) // 2])
+    data[data.index(WIKI["wikitext-2/wiki.test.tokens"].encode())] ^= 1         # the last member's CRC
+    return bytes(data)
+
+
+@pytest.mark.parametrize("kind, problem", [("not a zip", "File is not a zip file"),
+                                           ("truncated", "File is not a zip file"),
+                                           ("bad crc", "Bad CRC-32 for file 'wikitext-2/wiki.test.tokens'"),
+                                           ("missing member", "no member wikitext-2/wiki.test.tokens")])
+def test_corrupt_archive_is_one_line_and_leaves_nothing(tmp_path, kind, problem):
+    src = tmp_path / "src"
+    put(src / "wikitext-2-v1.zip", corrupt_wiki_zip(kind))
+    for dest in (tmp_path / "new", tmp_path / "old"):
+        if dest.name == "old":                                # a stale member stays as it was
+            put(dest / "wiki.train.tokens", b"old")
+        one_line_error(invoke("corpus", "get", "wikitext-2", "--from", src, "--dest", dest),
+                       "bad zip archive wikitext-2-v1.zip", problem, "the archive was deleted")
+    assert not (tmp_path / "new").exists()
+    assert names(dest) == ["wiki.train.tokens"] and (dest / "wiki.train.tokens").read_bytes() == b"old"
+
+
+def test_second_get_does_not_extract_again(tmp_path):
+    src = tmp_path / "src"
+    put(src / "text8.zip", zip_bytes({"text8": TEXT8}))
+    dest = tmp_path / "d"
+    member = dest / "text8"
+    ok(invoke("corpus", "get", "text8", "--from", src, "--dest", dest))
+    before = member.stat().st_mtime_ns
+    member.write_text("kept")
+    os.utime(member, ns=(before, before))
+    ok(invoke("corpus", "get", "text8", "--from", src, "--dest", dest))
+    assert member.read_text() == "kept" and member.stat().st_mtime_ns == before
+    # Extracted again when the member is older than the archive, or missing.
+    archived = (dest / "text8.zip").stat().st_mtime_ns
+    os.utime(member, ns=(archived - 10**9, archived - 10**9))
+    assert registry.get("text8", source=src, dest=dest) == dest and member.read_text() == TEXT8
+    member.unlink()
+    assert registry.get("text8", source=src, dest=dest) == dest and member.read_text() == TEXT8
+    assert names(dest) == ["text8", "text8.zip"]
