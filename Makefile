@@ -29,11 +29,12 @@ bench: install
 
 # Tiny Shakespeare: first 90 % train, last 10 % validation; 14 minutes of training plus the exact
 # validation pass, within 15 minutes on a 2-core machine. DATA=path/to/input.txt
+SHAKESPEARE_TRAIN = --hidden 384 --dropout 0.25 --lr 0.002 --lr-schedule cosine --valid-every 600 --time-budget 840
 shakespeare: DATA ?= $(SHARED)/corpora/tinyshakespeare/input.txt
 shakespeare: OUT ?= out/shakespeare
 shakespeare:
 	mkdir -p $(OUT)
-	charlm train $(DATA) --valid-fraction 0.1 --hidden 256 --dropout 0.2 --time-budget 840 -o $(OUT)/model.safetensors
+	charlm train $(DATA) --valid-fraction 0.1 $(SHAKESPEARE_TRAIN) -o $(OUT)/model.safetensors
 
 # Penn Treebank, word level: trains on ptb.train.txt, keeps the best model on ptb.valid.txt, then reports
 # valid and test perplexity (test only when DATA holds ptb.test.txt); within 60 minutes on a 2-core
