@@ -35,9 +35,11 @@ def prime_ids(vocab, prime: str) -> np.ndarray:
     return ids
 
 
-def _weights(cfg, P, rows: int):
-    """The per-layer tuples the compiled generators take for `rows` rows: W_ih, the recurrent weights
-    packed (cells.pack_forward, two tuples), b_ih + b_hh, peepholes."""
+def _weights(cfg, P, rows: int, steps: int):
+    """What the compiled generators take for `rows` rows and `steps` steps: the embedding, layer 0's
+    input projection of every token when that is cheaper than `steps` * `rows` products (V <= their
+    number; else an empty table), the per-layer tuples W_ih, the recurrent weights packed
+    (cells.pack_forward, two tuples), b_ih + b_hh, peepholes; the decoder and its bias."""
     if cfg.bidirectional:
         raise CharlmError("a bidirectional model sees the future: it cannot generate text")
     dtype = P["embedding.weight"].dtype
@@ -49,7 +51,11 @@ def _weights(cfg, P, rows: int):
     peep = tuple(P[f"rnn.weight_peep_l{k}"] if cfg.cell == "lstm" and cfg.peephole
                  else np.zeros((0, cfg.hidden), dtype) for k in range(L))
     dec = P["embedding.weight"] if cfg.tied else P["decoder.weight"]
-    return (code, P["embedding.weight"], Wih, tuple(w for w, _ in packed), tuple(w2 for _, w2 in packed), bias, peep,
+    E = P["embedding.weight"]
+    table0 = np.empty((0, bias[0].shape[0]), dtype)
+    if cfg.vocab_size <= steps * rows:
+        table0 = E @ Wih[0].T + bias[0]                              # (V, GH)
+    return (code, E, table0, Wih, tuple(w for w, _ in packed), tuple(w2 for _, w2 in packed), bias, peep,
             dec, P["decoder.bias"])
 
 
@@ -57,7 +63,7 @@ def sample_ids(cfg, P, prefix: np.ndarray, length: int, num_samples: int, temp: 
                top_p: float, greedy: bool, stop_at_eos: bool, rng: np.random.Generator):
     """Run the compiled sampler: feed prefix (starting with EOS), then sample `length` tokens for each of
     `num_samples` rows. Returns a list of int32 id arrays."""
-    weights = _weights(cfg, P, num_samples)
+    weights = _weights(cfg, P, num_samples, len(prefix) + length)
     state = model.zero_state(cfg, num_samples, P["embedding.weight"].dtype)
     U = rng.random((max(length, 1), num_samples))                   # (n, B) float64
     out = np.zeros((num_samples, max(length, 1)), np.int32)
@@ -75,7 +81,7 @@ def beam_ids(cfg, P, prefix: np.ndarray, length: int, width: int, stop_at_eos: b
         raise CharlmError(f"--beam must be >= 1, got {width}")
     if length <= 0:
         return [(np.zeros(0, np.int32), 0.0)]
-    weights = _weights(cfg, P, width)
+    weights = _weights(cfg, P, width, len(prefix) + length)
     out = np.empty((width, length), np.int32)
     scores = np.empty(width, np.float64)
     lengths = np.empty(width, np.int64)

@@ -279,7 +279,8 @@ def run_kernel(cfg, P, prefix, n, W, stop_at_eos):
     out = np.zeros((W, n), np.int32)
     scores = np.zeros(W)
     lengths = np.zeros(W, np.int64)
-    beam_search(cell_code(cfg), P["embedding.weight"], *args, P["decoder.weight"], P["decoder.bias"],
+    table0 = np.empty((0, P["rnn.bias_ih_l0"].shape[0]), P["embedding.weight"].dtype)   # layer 0 multiplies
+    beam_search(cell_code(cfg), P["embedding.weight"], table0, *args, P["decoder.weight"], P["decoder.bias"],
                 prefix, n, W, EOS, stop_at_eos, out, scores, lengths)
     return out, scores, lengths
 

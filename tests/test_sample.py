@@ -17,6 +17,8 @@ import reference as ref
 
 from charlm import generate
 from charlm.config import ModelConfig
+from charlm.kernels.beam import beam_search as beam_kernel
+from charlm.kernels.sample import generate as sample_kernel
 from charlm.lm import LanguageModel
 from charlm.model import init_params
 from charlm.vocab import Vocab
@@ -296,3 +298,29 @@ def test_bad_sampling_options_raise_charlm_error(lm, kw):
     from charlm.errors import CharlmError
     with pytest.raises(CharlmError):
         lm.sample(**kw)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_layer0_table_changes_no_sample_and_no_beam(cell):
+    """Layer 0 reading its input projection from a (V, GH) table gives the greedy samples and beams of
+    the plain product path (the table is used when V <= steps * rows)."""
+    lm = make_lm(cell)
+    cfg, P = lm.config, {k: v.astype(np.float64) for k, v in lm.params.items()}
+    with_table = generate._weights(cfg, P, 2, 10 ** 6)
+    without = generate._weights(cfg, P, 2, 0)
+    assert with_table[2].shape[0] == cfg.vocab_size and without[2].shape[0] == 0
+    prefix = np.array([cfg.eos_id, 3, 5], np.int32)
+    runs = []
+    for weights in (with_table, without):
+        state = np.zeros((cfg.layers, 2, 2, cfg.hidden))
+        out, lengths = np.zeros((2, 25), np.int32), np.zeros(2, np.int64)
+        U = np.random.default_rng(0).random((25, 2))
+        sample_kernel(*weights, state, prefix, 25, 0.7, 0, 1.0, False, U, cfg.eos_id, False, out, lengths)
+        beams, scores, blen = np.zeros((3, 6), np.int32), np.zeros(3), np.zeros(3, np.int64)
+        beam_kernel(*weights, prefix, 6, 3, cfg.eos_id, False, beams, scores, blen)
+        runs.append((out, state, beams, scores))
+    (o1, s1, b1, sc1), (o2, s2, b2, sc2) = runs
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_allclose(s1, s2, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(b1, b2)
+    np.testing.assert_allclose(sc1, sc2, rtol=1e-12)

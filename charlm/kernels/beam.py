@@ -98,11 +98,11 @@ def top_k(s, C, k, heap):
 
 
 @njit(cache=True, error_model="numpy")
-def beam_search(cell, emb, Wih, Wf, Wf2, bias, peep, dec, dec_b, prefix, n, W, eos_id, stop_at_eos, out, scores,
+def beam_search(cell, emb, table0, Wih, Wf, Wf2, bias, peep, dec, dec_b, prefix, n, W, eos_id, stop_at_eos, out, scores,
                 lengths):
     """Beam search of width W for n tokens after prefix (P >= 1 tokens, prefix[0] = EOS), from a zero state.
 
-    emb (V, E); Wih, bias, peep: tuples of L arrays (GH, In), (GH,) both biases summed, (3, H) or (0, H);
+    emb (V, E); table0 as in `sample.feed`; Wih, bias, peep: tuples of L arrays (GH, In), (GH,) both biases summed, (3, H) or (0, H);
     Wf, Wf2: tuples of L recurrent weights from `cells.pack_forward` for W rows; dec (V, H), dec_b (V,);
     W >= 1.
     out (W, n) int32: the hypotheses, best first; positions from lengths[j] on hold -1.
@@ -149,7 +149,7 @@ def beam_search(cell, emb, Wih, Wf, Wf2, bias, peep, dec, dec_b, prefix, n, W, e
     # --- 0. the prefix, one row, then copied into every row ---------------------------------------------
     for t in range(prefix.shape[0]):
         tok1[0] = prefix[t]
-        feed(cell, emb, Wih, Wf, Wf2, bias, peep, tok1, state1, xe1, xp1, a1, hn1, cn1, rh1, tmp)
+        feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok1, state1, xe1, xp1, a1, hn1, cn1, rh1, tmp)
     for k in range(L):
         for s in range(2):
             for j in range(W):
@@ -222,7 +222,7 @@ def beam_search(cell, emb, Wih, Wf, Wf2, bias, peep, dec, dec_b, prefix, n, W, e
         if live == 0:
             break
         if i + 1 < n:
-            feed(cell, emb, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
+            feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
     # --- 3. read the hypotheses back through the back-pointers ------------------------------------------
     out[:, :] = -1
     for j in range(W):

@@ -58,8 +58,11 @@ def _pick(z, temp, top_k, top_p, greedy, u, p, order):
 
 
 @njit(cache=True, error_model="numpy")
-def feed(cell, emb, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp):
+def feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp):
     """One step of the whole stack for B rows: input tokens tok (B,), state (L, 2, B, H) updated in place.
+
+    table0 (V, GH): layer 0's input projection of every token, emb W_ih0^T + b (then layer 0 reads its
+    row instead of multiplying), or (0, GH) to multiply.
 
     Scratch (as in `generate`): xe (B, E), xp (B, GH), a (B, GH), hn (B, H), cn (B, H) zero for
     non-LSTM cells, rh (B, H), tmp (>= scratch_size(B, ..),). The top layer's new h is state[L-1, 0].
@@ -68,28 +71,33 @@ def feed(cell, emb, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh,
     B = tok.shape[0]
     E = emb.shape[1]
     GH = xp.shape[1]
-    for b in range(B):
-        for e in range(E):
-            xe[b, e] = emb[tok[b], e]                                # (B, E) embedding rows
-    for k in range(L):
-        if k == 0:
-            np.dot(xe, Wih[k].T, xp)                                 # (B, GH)
-        else:
-            np.dot(hn, Wih[k].T, xp)                                 # (B, GH) layer k-1's new h
+    if table0.shape[0] == 0:
         for b in range(B):
-            for g in range(GH):
-                xp[b, g] += bias[k][g]
+            for e in range(E):
+                xe[b, e] = emb[tok[b], e]                            # (B, E) embedding rows
+    for k in range(L):
+        if k == 0 and table0.shape[0] > 0:
+            for b in range(B):
+                xp[b, :] = table0[tok[b]]                            # (B, GH), bias included
+        else:
+            if k == 0:
+                np.dot(xe, Wih[k].T, xp)                             # (B, GH)
+            else:
+                np.dot(hn, Wih[k].T, xp)                             # (B, GH) layer k-1's new h
+            for b in range(B):
+                for g in range(GH):
+                    xp[b, g] += bias[k][g]
         forward_step(cell, xp, Wf[k], Wf2[k], peep[k], state[k, 0], state[k, 1], a, hn, cn, rh, tmp)
         state[k, 0, :, :] = hn
         state[k, 1, :, :] = cn
 
 
 @njit(cache=True, error_model="numpy")
-def generate(cell, emb, Wih, Wf, Wf2, bias, peep, dec, dec_b, state, prefix, n, temp, top_k, top_p, greedy,
+def generate(cell, emb, table0, Wih, Wf, Wf2, bias, peep, dec, dec_b, state, prefix, n, temp, top_k, top_p, greedy,
              U, eos_id, stop_at_eos, out, lengths):
     """Feed prefix (P >= 1 tokens, the same for every row), then sample n tokens per row.
 
-    emb (V, E); Wih, bias, peep: tuples of L arrays (GH, In), (GH,) both biases summed, (3, H) or (0, H);
+    emb (V, E); table0 as in `feed`; Wih, bias, peep: tuples of L arrays (GH, In), (GH,) both biases summed, (3, H) or (0, H);
     Wf, Wf2: tuples of L recurrent weights from `cells.pack_forward` for B rows; dec (V, H), dec_b (V,);
     state (L, 2, B, H) in/out; U (n, B) uniforms;
     out (B, n) int32 sampled ids; lengths (B,) tokens generated per row (with stop_at_eos, up to and
@@ -115,7 +123,7 @@ def generate(cell, emb, Wih, Wf, Wf2, bias, peep, dec, dec_b, state, prefix, n, 
     lengths[:] = 0
     P = prefix.shape[0]
     for step in range(P - 1 + n):
-        feed(cell, emb, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
+        feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
         if step < P - 1:
             tok[:] = prefix[step + 1]
             continue
