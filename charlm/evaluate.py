@@ -12,14 +12,19 @@ import numpy as np
 from charlm import model
 
 
-def streams_nll(cfg, P, streams, batch: int = 64, window: int = 128, per_token: bool = False,
+def streams_nll(cfg, P, streams, batch: int | None = None, window: int = 128, per_token: bool = False,
                 progress=None):
-    """NLL of each stream in `streams` (1-D int arrays of ids, without the leading EOS).
+    """NLL of each stream in `streams` (1-D int arrays of ids, without the leading EOS), `batch` of them
+    side by side (default: 256 for vocabularies up to 1,024 tokens, 64 above, where the (window x batch,
+    V) logits grow large; measured on 10,000 lines: 256 was 13 % faster than 64 for a character model,
+    equal for a 10,000-word one).
 
     Returns (sums (S,) float64, per) where per[i] is stream i's (n_i,) float64 token NLLs when
     per_token, else None. progress(k) is called with the number of tokens just scored.
     """
     S = len(streams)
+    if batch is None:
+        batch = 256 if cfg.vocab_size <= 1024 else 64
     sums = np.zeros(S, np.float64)
     per = [None] * S
     order = sorted(range(S), key=lambda i: len(streams[i]))
