@@ -50,17 +50,17 @@ SMALL_MNK = 1_000_000    # OpenBLAS multiplies M x K by K x N without packing wh
 
 def column_chunks(W, rows: int) -> np.ndarray:
     """W (K, N) as nc column chunks (nc, K, cw), the last one zero-padded, so that a product of `rows`
-    rows by one chunk stays within SMALL_MNK: the fewest chunks that fit, of equal widths rounded up to
-    a multiple of 16 (8 when 16 columns are too many; AVX-512 holds 16 floats). When W fits whole, or
-    not even 8 columns fit, the result is one chunk: W itself."""
+    rows by one chunk stays within SMALL_MNK. cw is a multiple of 16 (AVX-512 holds 16 floats; 8 when
+    16 columns are too many) chosen for the least padding, then the fewest chunks: 16 x 512 x 2048 takes
+    32 chunks of 64 columns (292 µs a product here) rather than 19 of 112 (318 µs). When W fits whole,
+    or not even 8 columns fit, the result is one chunk: W itself."""
     K, N = W.shape
     fit = SMALL_MNK // max(1, rows * K)                  # widest chunk within the limit
     if fit >= N or fit < 8:
         return np.ascontiguousarray(W)[None]
     step = 16 if fit >= 16 else 8
-    nc = -(-N // (fit // step * step))
-    width = -(-N // nc)
-    cw = -(-width // step) * step
+    cw = min(range(step, fit // step * step + 1, step), key=lambda w: (-(-N // w) * w, -w))
+    nc = -(-N // cw)
     padded = np.zeros((K, nc * cw), W.dtype)
     padded[:, :N] = W
     return np.ascontiguousarray(padded.reshape(K, nc, cw).transpose(1, 0, 2))
