@@ -56,7 +56,11 @@ def _sum_exp(row, m, acc):
 
 @njit(**KERNEL)
 def _exp_sum(row, m, acc):
-    """row[v] := exp(row[v] - m); returns their sum in float64. acc (LANES,) float64 is scratch."""
+    """row[v] := exp(row[v] - m); returns their sum in float64. acc (LANES,) float64 is scratch.
+
+    `_sum_exp` with a store. Kept apart on purpose: one function with a store flag, or with an output
+    array that may be the row itself, stopped LLVM vectorizing the in-place case (measured on 700 x
+    10,000 logits: the softmax cross-entropy went from 5.1 to 22.0 ms)."""
     V = row.shape[0]
     whole = V - V % LANES
     acc[:] = 0.0
