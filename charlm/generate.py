@@ -54,7 +54,7 @@ def _weights(cfg, P, rows: int, steps: int):
     E = P["embedding.weight"]
     table0 = np.empty((0, bias[0].shape[0]), dtype)
     if cfg.vocab_size <= steps * rows:
-        table0 = E @ Wih[0].T + bias[0]                              # (V, GH)
+        table0 = model.input_table(E, Wih[0], bias[0])               # (V, GH)
     return (code, E, table0, Wih, tuple(w for w, _ in packed), tuple(w2 for _, w2 in packed), bias, peep,
             dec, P["decoder.bias"])
 

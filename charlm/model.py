@@ -90,9 +90,7 @@ def forward(cfg: ModelConfig, P, x, state=None, masks=None, for_backward=True):
             Wih = P[f"rnn.weight_ih_l{k}{s}"]
             if k == 0 and by_vocab:
                 Xs = np.ascontiguousarray(x[::-1]) if s else x       # (T, B) ids, in processing order
-                table = np.empty((cfg.vocab_size, G * H), dtype)     # E W_ih^T + b  (V, GH)
-                gemm.matmul_bias(E, Wih.T, b, table)
-                XP = table[Xs]                                       # (T, B, GH)
+                XP = input_table(E, Wih, b)[Xs]                      # (T, B, GH)
             else:
                 Xs = np.ascontiguousarray(X[::-1]) if s else X
                 XP = np.empty((T, B, G * H), dtype)                  # x W_ih^T + b for all steps
@@ -189,6 +187,13 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
         dY = dX
     scatter_add_rows(grads["embedding.weight"], x.reshape(-1), np.ascontiguousarray(dY).reshape(T * B, -1))
     return grads
+
+
+def input_table(E, Wih, b) -> np.ndarray:
+    """Layer 0's input projection of every token: E W_ih^T + b, (V, GH) for E (V, In), W_ih (GH, In)."""
+    table = np.empty((E.shape[0], Wih.shape[0]), E.dtype)
+    gemm.matmul_bias(E, Wih.T, b, table)
+    return table
 
 
 def _by_vocabulary(cfg, x, masks) -> bool:
