@@ -124,11 +124,12 @@ def test_float32_exp_within_two_ulp():
 
 @pytest.mark.parametrize("rows,K,N", [(16, 128, 512), (16, 512, 2048), (16, 2048, 512), (20, 200, 800), (1, 512, 2048),
                                       (3, 7, 5), (16, 4096, 4096)])
-def test_column_chunks_fit_and_multiply_exactly(rows, K, N):
+@pytest.mark.parametrize("transpose", [False, True], ids=["W", "W^T"])
+def test_column_chunks_fit_and_multiply_exactly(rows, K, N, transpose):
     rng = np.random.default_rng(rows * K + N)
     W = rng.standard_normal((K, N)).astype(np.float32)
     A = rng.standard_normal((rows, K)).astype(np.float32)
-    Wc = cells.column_chunks(W, rows)
+    Wc = cells.column_chunks(np.ascontiguousarray(W.T), rows, True) if transpose else cells.column_chunks(W, rows)
     nc, _, cw = Wc.shape
     small = rows * K * N <= cells.SMALL_MNK
     if nc > 1:
@@ -156,7 +157,7 @@ def test_chunked_recurrent_products_change_nothing(kw, monkeypatch):
     prefix = np.array([cfg.eos_id, 3, 4], np.int32)
     greedy = generate.sample_ids(cfg, P, prefix, 12, 3, 1.0, 0, 1.0, True, False, np.random.default_rng(0))
     monkeypatch.setattr(cells, "SMALL_MNK", 20_000)
-    assert cells.column_chunks(P["rnn.weight_hh_l0"].T, 20).shape[0] >= 2 or cfg.cell == "rnn"
+    assert cells.column_chunks(P["rnn.weight_hh_l0"], 20, True).shape[0] >= 2 or cfg.cell == "rnn"
     chunked = model.loss_and_grads(cfg, P, x, y), model.token_nll(cfg, P, x, y)[0]
     assert chunked[0][0] == pytest.approx(whole[0][0], rel=1e-13)
     for k in whole[0][1]:
