@@ -145,11 +145,12 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
             dP = np.empty((T, B, G * H), dtype)
             peep = _peep(cfg, P, k, s, dtype)
             dpeep = np.empty((n,) + peep.shape, dtype)               # one per thread
+            dbias = np.empty((n, G * H), dtype)                      # one per thread
             dh[:] = 0.0                                               # truncated BPTT: no gradient
             dc[:] = 0.0                                               # from beyond the window
             Wb, Wb2 = pack_backward(code, Whh, rows)
             tmp = np.empty((n, scratch_size(rows, H, G, Wb, Wb2)), dtype)
-            layer_backward(code, Wb, Wb2, peep, Hs, Cs, A, dYs, dP, dpeep, dh, dc, tmp)
+            layer_backward(code, Wb, Wb2, peep, Hs, Cs, A, dYs, dP, dpeep, dbias, dh, dc, tmp)
             dP2 = dP.reshape(T * B, G * H)
             Wih, dWih = P[f"rnn.weight_ih_l{k}{s}"], grads[f"rnn.weight_ih_l{k}{s}"]
             if Xs.ndim == 2:                                                 # layer 0 by the vocabulary
@@ -168,7 +169,7 @@ def backward(cfg: ModelConfig, P, x, caches, dY, masks=None) -> dict[str, np.nda
                 dWhh[2 * H:] += dP2[:, 2 * H:].T @ RH.reshape(T * B, H)
             else:
                 gemm.matmul_tn_add(dP2, Hprev, dWhh)                         # dW_hh = dP^T H_prev
-            db = dP2.sum(axis=0)
+            db = dbias.sum(axis=0)
             grads[f"rnn.bias_ih_l{k}{s}"] += db
             grads[f"rnn.bias_hh_l{k}{s}"] += db
             if code == LSTM and cfg.peephole:

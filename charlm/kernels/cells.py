@@ -347,25 +347,27 @@ def layer_forward(cell, XP, Wf, Wf2, peep, Hs, Cs, A, RH, tmp):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def layer_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep, dh, dc, tmp):
+def layer_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep, dbias, dh, dc, tmp):
     """Backpropagation through the window, in exact reverse order of `layer_forward`, n threads each on
     their own batch rows.
 
     Wb, Wb2 from `pack_backward` for ceil(B/n) rows; dY (T, B, H) gradient of the layer's outputs; dh, dc (B, H) in: gradient of the final state (zero
     in truncated BPTT), out: gradient of the initial state. Writes dP (T, B, GH) pre-activation
-    gradients; dpeep (n, 3, H) receives each thread's peephole gradient.
+    gradients; dpeep (n, 3, H) receives each thread's peephole gradient and dbias (n, GH) each
+    thread's Σ_t Σ_b dP[t, b] (the bias gradient, summed while the rows are in cache).
     tmp (n, >= scratch_size(ceil(B/n), ..)) scratch.
     """
     B = dY.shape[1]
     n = tmp.shape[0]
     dpeep[:] = 0.0
+    dbias[:] = 0.0
     for ch in prange(n):
-        _window_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep[ch], dh, dc, tmp[ch],
+        _window_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep[ch], dbias[ch], dh, dc, tmp[ch],
                          B * ch // n, B * (ch + 1) // n)
 
 
 @njit(**KERNEL)
-def _window_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep, dh_all, dc_all, tmp, b0, b1):
+def _window_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep, dbias, dh_all, dc_all, tmp, b0, b1):
     """The backward time loop for batch rows b0..b1-1 (arguments as in `layer_backward`)."""
     T = dY.shape[0]
     H = dY.shape[2]
@@ -417,3 +419,5 @@ def _window_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep, dh_all, dc_a
             for b in range(B):
                 _act_backward(a[b], dh[b], d[b], cell == RNN_RELU)
             _dot(d, Wb, dh, chunks)
+        for b in range(B):
+            _iadd(dbias, d[b])                                        # db = Σ dP
