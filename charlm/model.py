@@ -27,6 +27,7 @@ from charlm.kernels.cells import (GRU_FULL, LSTM, cell_code, layer_backward, lay
 from charlm.kernels.loss import logsoftmax_nll, scatter_add_rows, softmax_xent
 
 CELL_MIN_ROWS = 8   # a time loop's thread gets at least this many batch rows
+NO_IDS = np.zeros((0, 0), np.int32)   # layer_forward's ids when the input projections are per position
 
 
 def init_params(cfg: ModelConfig, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
@@ -90,11 +91,13 @@ def forward(cfg: ModelConfig, P, x, state=None, masks=None, for_backward=True):
             Wih = P[f"rnn.weight_ih_l{k}{s}"]
             if k == 0 and by_vocab:
                 Xs = np.ascontiguousarray(x[::-1]) if s else x       # (T, B) ids, in processing order
-                XP = input_table(E, Wih, b)[Xs]                      # (T, B, GH)
+                XP = input_table(E, Wih, b)[None]                    # (1, V, GH), read at the ids
+                ids = Xs
             else:
                 Xs = np.ascontiguousarray(X[::-1]) if s else X
                 XP = np.empty((T, B, G * H), dtype)                  # x W_ih^T + b for all steps
                 gemm.matmul_bias(Xs.reshape(T * B, -1), Wih.T, b, XP.reshape(T * B, G * H))
+                ids = NO_IDS
             Hs = np.empty((T + 1, B, H), dtype)
             Cs = np.empty((T + 1, B, H), dtype) if cfg.cell == "lstm" else np.zeros((T + 1, 1, 1), dtype)
             if state is None or s:
@@ -108,7 +111,7 @@ def forward(cfg: ModelConfig, P, x, state=None, masks=None, for_backward=True):
             RH = np.empty((T if code == GRU_FULL and for_backward else 1, B, H), dtype)
             Wf, Wf2 = pack_forward(code, P[f"rnn.weight_hh_l{k}{s}"], rows)
             tmp = np.empty((n, scratch_size(rows, H, G, Wf, Wf2)), dtype)
-            layer_forward(code, XP, Wf, Wf2, _peep(cfg, P, k, s, dtype), Hs, Cs, A, RH, tmp)
+            layer_forward(code, XP, ids, Wf, Wf2, _peep(cfg, P, k, s, dtype), Hs, Cs, A, RH, tmp)
             outs.append(np.ascontiguousarray(Hs[:0:-1]) if s else Hs[1:])
             if for_backward:
                 caches.append((Xs, Hs, Cs, A, RH))

@@ -118,6 +118,7 @@ def beam_search(cell, emb, table0, Wih, Wf, Wf2, bias, peep, dec, dec_b, prefix,
     state = np.zeros((L, 2, W, H), dt)              # (L, 2, W, H) h and c of every row
     state2 = np.zeros((L, 2, W, H), dt)             # gather target, swapped with state each step
     tok = np.empty(W, np.int32)                     # (W,) tokens fed at the next step
+    rows = np.arange(W).astype(np.int32)            # (W,) 0, 1, ..: `feed`'s row index
     xe = np.empty((W, E), dt)
     xp = np.empty((W, GH), dt)
     a = np.empty((W, GH), dt)
@@ -149,7 +150,7 @@ def beam_search(cell, emb, table0, Wih, Wf, Wf2, bias, peep, dec, dec_b, prefix,
     # --- 0. the prefix, one row, then copied into every row ---------------------------------------------
     for t in range(prefix.shape[0]):
         tok1[0] = prefix[t]
-        feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok1, state1, xe1, xp1, a1, hn1, cn1, rh1, tmp)
+        feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok1, rows, state1, xe1, xp1, a1, hn1, cn1, rh1, tmp)
     for k in range(L):
         for s in range(2):
             for j in range(W):
@@ -222,7 +223,7 @@ def beam_search(cell, emb, table0, Wih, Wf, Wf2, bias, peep, dec, dec_b, prefix,
         if live == 0:
             break
         if i + 1 < n:
-            feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
+            feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, rows, state, xe, xp, a, hn, cn, rh, tmp)
     # --- 3. read the hypotheses back through the back-pointers ------------------------------------------
     out[:, :] = -1
     for j in range(W):

@@ -278,10 +278,11 @@ def _act_backward(v, dh, d, relu):
 # ----------------------------------------------------------------------------- steps and windows
 
 @njit(**KERNEL)
-def forward_step(cell, xp, Wf, Wf2, peep, h, c, a, h_out, c_out, rh, tmp):
+def forward_step(cell, xp, ix, Wf, Wf2, peep, h, c, a, h_out, c_out, rh, tmp):
     """One step for a batch: state (h, c) -> (h_out, c_out).
 
-    xp (B, GH) input projection with both biases; Wf, Wf2 the recurrent weights from `pack_forward`;
+    xp (R, GH) input projections with both biases, batch row b's being xp[ix[b]] (ix (B,): the rows in
+    order, or token ids when xp is layer 0's table of every token); Wf, Wf2 the recurrent weights from `pack_forward`;
     peep (3, H) or (0, H); h, c (B, H) previous state; a (B, GH) out: activated gates; rh (B, H) out:
     r*h (GRU full only); tmp (>= scratch_size(B, ..),) flat scratch for the recurrent products.
     """
@@ -292,13 +293,13 @@ def forward_step(cell, xp, Wf, Wf2, peep, h, c, a, h_out, c_out, rh, tmp):
         hr = tmp[: B * 2 * H].reshape(B, 2 * H)
         _dot(h, Wf, hr, chunks)                                      # (B, 2H) h W_{r,z}^T
         for b in range(B):
-            _add(a[b, : 2 * H], xp[b, : 2 * H], hr[b])
+            _add(a[b, : 2 * H], xp[ix[b], : 2 * H], hr[b])
             _sigmoid_(a[b, : 2 * H])                                 # r, z
             _mul(rh[b], a[b, :H], h[b])                              # r*h
         hn = tmp[: B * H].reshape(B, H)
         _dot(rh, Wf2, hn, chunks)                                    # (B, H) (r*h) W_hn^T
         for b in range(B):
-            _add(a[b, 2 * H:], xp[b, 2 * H:], hn[b])
+            _add(a[b, 2 * H:], xp[ix[b], 2 * H:], hn[b])
             _tanh_(a[b, 2 * H:])                                     # n
             _interpolate(a[b, H: 2 * H], a[b, 2 * H:], h[b], h_out[b])
         return
@@ -307,9 +308,9 @@ def forward_step(cell, xp, Wf, Wf2, peep, h, c, a, h_out, c_out, rh, tmp):
     for b in range(B):
         ab = a[b]
         if cell == LSTM and peep.shape[0] == 0:
-            _lstm(xp[b], hw[b], c[b], ab, c_out[b], h_out[b])
+            _lstm(xp[ix[b]], hw[b], c[b], ab, c_out[b], h_out[b])
             continue
-        _add(ab, xp[b], hw[b])                                       # pre-activations
+        _add(ab, xp[ix[b]], hw[b])                                       # pre-activations
         if cell == LSTM:
             _lstm_peephole(ab[:H], ab[H: 2 * H], ab[2 * H: 3 * H], ab[3 * H:], peep, c[b], c_out[b], h_out[b])
         elif cell == GRU_MINIMAL:
@@ -325,24 +326,30 @@ def forward_step(cell, xp, Wf, Wf2, peep, h, c, a, h_out, c_out, rh, tmp):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def layer_forward(cell, XP, Wf, Wf2, peep, Hs, Cs, A, RH, tmp):
+def layer_forward(cell, XP, ids, Wf, Wf2, peep, Hs, Cs, A, RH, tmp):
     """The time loop. Hs[0], Cs[0] hold the initial state; Hs[t+1], Cs[t+1] receive step t's state.
 
-    XP (T, B, GH); Wf, Wf2 from `pack_forward` for ceil(B/n) rows; Hs, Cs (T+1, B, H) (Cs (T+1, 1, 1)
+    XP (T, B, GH) the input projections, ids (0, 0); or for layer 0 by the vocabulary, XP (1, V, GH) the
+    projection of every token and ids (T, B) the tokens, whose rows are read in place. Wf, Wf2 from `pack_forward` for ceil(B/n) rows; Hs, Cs (T+1, B, H) (Cs (T+1, 1, 1)
     unless LSTM); A (T, B, GH) activated gates and RH (T, B, H) r*h for GRU full, as the backward needs
     them, or (1, B, ..) each: scratch overwritten at every step (evaluation; RH of other cells);
     tmp (n, >= scratch_size(ceil(B/n), ..)) scratch.
     The batch rows are independent for the whole window, so n threads each run the time loop over
     their own rows: no synchronisation between steps.
     """
-    T, B = XP.shape[0], XP.shape[1]
+    T, B = Hs.shape[0] - 1, Hs.shape[1]
     n = tmp.shape[0]
+    rows = np.arange(B).astype(ids.dtype)
     for ch in prange(n):
         b0, b1 = B * ch // n, B * (ch + 1) // n
         for t in range(T):
             ta = t if A.shape[0] == T else 0
             tr = t if RH.shape[0] == T else 0
-            forward_step(cell, XP[t, b0:b1], Wf, Wf2, peep, Hs[t, b0:b1], Cs[t, b0:b1], A[ta, b0:b1],
+            if ids.shape[0] == 0:
+                xp, ix = XP[t, b0:b1], rows[: b1 - b0]
+            else:
+                xp, ix = XP[0], ids[t, b0:b1]
+            forward_step(cell, xp, ix, Wf, Wf2, peep, Hs[t, b0:b1], Cs[t, b0:b1], A[ta, b0:b1],
                          Hs[t + 1, b0:b1], Cs[t + 1, b0:b1], RH[tr, b0:b1], tmp[ch])
 
 

@@ -58,12 +58,13 @@ def _pick(z, temp, top_k, top_p, greedy, u, p, order):
 
 
 @njit(cache=True, error_model="numpy")
-def feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp):
+def feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, rows, state, xe, xp, a, hn, cn, rh, tmp):
     """One step of the whole stack for B rows: input tokens tok (B,), state (L, 2, B, H) updated in place.
 
     table0 (V, GH): layer 0's input projection of every token, emb W_ih0^T + b (then layer 0 reads its
     row instead of multiplying), or (0, GH) to multiply.
 
+    rows (>= B,) holds 0, 1, 2, .. (batch row b reads row rows[b] of xp).
     Scratch (as in `generate`): xe (B, E), xp (B, GH), a (B, GH), hn (B, H), cn (B, H) zero for
     non-LSTM cells, rh (B, H), tmp (>= scratch_size(B, ..),). The top layer's new h is state[L-1, 0].
     """
@@ -77,8 +78,7 @@ def feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn,
                 xe[b, e] = emb[tok[b], e]                            # (B, E) embedding rows
     for k in range(L):
         if k == 0 and table0.shape[0] > 0:
-            for b in range(B):
-                xp[b, :] = table0[tok[b]]                            # (B, GH), bias included
+            forward_step(cell, table0, tok, Wf[k], Wf2[k], peep[k], state[k, 0], state[k, 1], a, hn, cn, rh, tmp)
         else:
             if k == 0:
                 np.dot(xe, Wih[k].T, xp)                             # (B, GH)
@@ -87,7 +87,7 @@ def feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn,
             for b in range(B):
                 for g in range(GH):
                     xp[b, g] += bias[k][g]
-        forward_step(cell, xp, Wf[k], Wf2[k], peep[k], state[k, 0], state[k, 1], a, hn, cn, rh, tmp)
+            forward_step(cell, xp, rows[:B], Wf[k], Wf2[k], peep[k], state[k, 0], state[k, 1], a, hn, cn, rh, tmp)
         state[k, 0, :, :] = hn
         state[k, 1, :, :] = cn
 
@@ -108,6 +108,7 @@ def generate(cell, emb, table0, Wih, Wf, Wf2, bias, peep, dec, dec_b, state, pre
     GH = bias[0].shape[0]
     E = emb.shape[1]
     tok = np.empty(B, np.int32)
+    rows = np.arange(B).astype(np.int32)
     tok[:] = prefix[0]
     xe = np.empty((B, E), emb.dtype)                 # layer 0 input: embedding rows
     xp = np.empty((B, GH), emb.dtype)                # input projection of one layer
@@ -123,7 +124,7 @@ def generate(cell, emb, table0, Wih, Wf, Wf2, bias, peep, dec, dec_b, state, pre
     lengths[:] = 0
     P = prefix.shape[0]
     for step in range(P - 1 + n):
-        feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, state, xe, xp, a, hn, cn, rh, tmp)
+        feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, rows, state, xe, xp, a, hn, cn, rh, tmp)
         if step < P - 1:
             tok[:] = prefix[step + 1]
             continue
