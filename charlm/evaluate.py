@@ -3,7 +3,9 @@
 A stream s_1..s_n is read from a zero state with EOS as the first input; token s_t is predicted after
 EOS, s_1, .., s_{t-1}:   NLL(s) = -Σ_t log p(s_t | EOS, s_<t).
 Many streams run side by side as the columns of a batch (sorted by length to limit padding); each
-column starts from its own zero state, so batching never changes a stream's figures.
+column starts from its own zero state, so batching never changes a stream's figures. Identical streams
+are scored once (the first 10,000 lines of Tiny Shakespeare hold 3,664 repeats, 8 % of the tokens:
+blank lines and speakers' names).
 """
 from __future__ import annotations
 
@@ -22,6 +24,17 @@ def streams_nll(cfg, P, streams, batch: int | None = None, window: int = 128, pe
     Returns (sums (S,) float64, per) where per[i] is stream i's (n_i,) float64 token NLLs when
     per_token, else None. progress(k) is called with the number of tokens just scored.
     """
+    first = {}                                                       # stream bytes -> index scored
+    same = [first.setdefault((np.asarray(s).dtype.str, np.asarray(s).tobytes()), i) for i, s in enumerate(streams)]
+    if len(first) < len(streams):
+        unique = sorted(first.values())
+        if progress is not None:
+            progress(sum(len(s) for i, s in enumerate(streams) if same[i] != i))
+        u_sums, u_per = streams_nll(cfg, P, [streams[i] for i in unique], batch, window, per_token, progress)
+        at = {i: j for j, i in enumerate(unique)}
+        sums = u_sums[[at[i] for i in same]]
+        per = [u_per[at[i]].copy() if per_token else None for i in same]
+        return sums, per
     S = len(streams)
     if batch is None:
         batch = 256 if cfg.vocab_size <= 1024 else 64

@@ -541,8 +541,9 @@ def test_score_file_lines(models, tmp_path):
             nll, n = ref_nll(model, s["text"])
             assert s["tokens"] == n == len(s["text"]) + 1
             assert s["logprob"] == pytest.approx(-nll, rel=REL)
-    # NOTE: not asserted (reported as a bug): the empty line should score as a lone EOS (tokens 1, finite
-    # perplexity); charlm gives tokens 0 and perplexity NaN, printed as the non-JSON literal NaN.
+    empty = got[1]                                             # the empty line: a lone EOS
+    assert empty["tokens"] == 1 and empty["logprob"] < 0 and math.isfinite(empty["perplexity"])
+    assert empty["logprob"] == pytest.approx(-ref_nll(model, "\n")[0], rel=REL)
 
 
 def test_score_file_from_stdin(models, tmp_path):
@@ -564,6 +565,29 @@ def test_score_texts_are_independent_streams(models):
     for a, b in zip(together, alone):
         assert a["logprob"] == pytest.approx(b["logprob"], rel=1e-9)
         assert a["tokens"] == b["tokens"]
+
+
+def test_repeated_texts_are_scored_once_with_the_same_figures(models, monkeypatch):
+    from charlm import evaluate
+    from charlm.lm import LanguageModel
+    lm = LanguageModel.load(models["char"])
+    texts = ["abc", "To be", "abc", "", "To be", "", "abc"]
+    alone = {t: lm.score([t], per_token=True)[0] for t in set(texts)}
+    scored = []
+    inner = evaluate.streams_nll
+    monkeypatch.setattr(evaluate, "streams_nll", lambda cfg, P, streams, *a, **k: (
+        scored.append(len(streams)), inner(cfg, P, streams, *a, **k))[1])
+    got = lm.score(texts, per_token=True)
+    assert scored == [7, 3]                                    # the 7 texts, then the 3 distinct ones
+    for t, s in zip(texts, got):
+        assert s.text == t and s.tokens == alone[t].tokens == len(t) + 1
+        assert s.logprob == pytest.approx(alone[t].logprob, rel=1e-9)
+        assert [lp for _, lp, _ in s.per_token] == pytest.approx([lp for _, lp, _ in alone[t].per_token], rel=1e-9)
+    counted = []
+    sums, per = inner(lm.config, lm.params, [np.array([1, 2], np.int32)] * 3, per_token=True, progress=counted.append)
+    assert sum(counted) == 6 and sums[0] == sums[1] == sums[2]
+    per[0][0] = 99.0                                           # each text's per-token figures are its own
+    assert per[1][0] != 99.0
 
 
 def test_score_text_with_newline_gets_eos_per_line(models):
