@@ -6,7 +6,10 @@ then fights Numba's threads for the cores (both spin while waiting); on this 2-c
 training 6x slower. So:
 - the `charlm` command sets OPENBLAS_NUM_THREADS=1 before NumPy loads (cli.py), so no BLAS pool exists;
 - in a Python program that loaded NumPy first, `compute_threads` caps BLAS at one thread for the
-  duration of charlm's work (threadpoolctl).
+  duration of charlm's work (threadpoolctl). The kernels' BLAS is SciPy's OpenBLAS (Numba calls it
+  through scipy.linalg.cython_blas), a library of its own that loads on first use, so it is loaded
+  before the cap: capped only afterwards, it kept its 2 threads and training ran at 8k tok/s instead
+  of 96-112k (hidden 128).
 With BLAS at one thread, Numba's OpenMP threading layer is the fastest: launching a parallel kernel
 costs about 2 µs there against 70-100 µs with the `workqueue` layer (an Adam step on 65 floats: 1.8 vs
 97 µs), and a training window launches some 30 kernels. Hidden 128 trained at 116-122k tok/s with
@@ -37,6 +40,7 @@ _KEEP_BYTES = 1 << 30           # blocks up to 1 GiB come from the heap; up to 1
 def compute_threads(n: int | None = None):
     """Within the block: BLAS single-threaded, Numba's threads set to n (when given)."""
     import numba
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the kernels' BLAS, so the cap below reaches it)
     from threadpoolctl import threadpool_limits
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "default"     # takes effect at the first parallel launch

@@ -197,3 +197,25 @@ def test_compute_threads_prefers_openmp():
     got = layer()
     assert got == ("omp" if has_omp else got) and got in ("omp", "tbb", "workqueue")
     assert layer(NUMBA_THREADING_LAYER="workqueue") == "workqueue"
+
+
+def test_compute_threads_caps_the_kernels_blas_loaded_late():
+    """A program that loads NumPy before charlm, without OPENBLAS_NUM_THREADS: SciPy's OpenBLAS (the one
+    Numba's np.dot calls) loads lazily; compute_threads must load it before capping, or it keeps a
+    thread pool that fights the kernels' threads (8k instead of ~100k tok/s, hidden 128)."""
+    import ast
+    import os
+    import subprocess
+    import sys
+    code = ("import numpy\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from charlm.kernels import gemm\n"
+            "from charlm.threads import compute_threads\n"
+            "a = numpy.ones((64, 64), numpy.float32)\n"
+            "with compute_threads():\n"
+            "    gemm.matmul(a, a, numpy.empty_like(a))\n"
+            "    print(sorted((d['filepath'], d['num_threads']) for d in threadpool_info() if d['user_api'] == 'blas'))\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+    libs = ast.literal_eval(out)                             # [(path, threads)] of every BLAS loaded
+    assert libs and all(n == 1 for _, n in libs), libs
