@@ -1,9 +1,10 @@
 """Batched scoring against scoring one sentence at a time, through the API, in one run.
 
 Scores the first N lines of a text file with one `LanguageModel.score` call (charlm batches them: streams
-sorted by length, 64 side by side), then the first M of them one call per line, checks both give the
-same log-probabilities, and prints sentences/s for each and their ratio. Optionally also times the CLI,
-`charlm score --file` on the N lines, start-up included.
+sorted by length, 256 side by side for vocabularies up to 1,024 tokens, else 64; identical lines once),
+then the first M of them one call per line, checks both give the same log-probabilities, and prints
+sentences/s for each and their ratio. Optionally also times the CLI, `charlm score --file` on the N
+lines, start-up included.
 Usage: python bench/scoring.py MODEL TEXT [--lines 10000] [--single 1000] [--cli]
 """
 import argparse
