@@ -10,11 +10,13 @@ training 6x slower. So:
   through scipy.linalg.cython_blas), a library of its own that loads on first use, so it is loaded
   before the cap: capped only afterwards, it kept its 2 threads and training ran at 8k tok/s instead
   of 96-112k (hidden 128).
-With BLAS at one thread, Numba's OpenMP threading layer is the fastest: launching a parallel kernel
-costs about 2 µs there against 70-100 µs with the `workqueue` layer (an Adam step on 65 floats: 1.8 vs
-97 µs), and a training window launches some 30 kernels. Hidden 128 trained at 116-122k tok/s with
-OpenMP against 73-95k with workqueue. So Numba tries OpenMP first, then TBB, then workqueue (OpenMP
-needs the system's libgomp; without it Numba falls back by itself), unless NUMBA_THREADING_LAYER is set.
+Numba's threading layer: with BLAS at one thread, TBB and OpenMP launch a parallel kernel in about
+2 µs against 70-100 µs with the `workqueue` layer (an Adam step on 65 floats: 2.3 and 1.8 vs 97 µs),
+and a training window launches some 30 kernels. Hidden 128 trained at 116-122k tok/s with OpenMP and
+117-121k with TBB, against 73-95k with workqueue. TBB comes first because it is fork-safe: GNU OpenMP
+is not, so Numba terminates a forked child that runs a kernel, and a multiprocessing Pool (fork is
+the default start method on Linux) then hangs. So Numba tries TBB (a dependency on x86-64), then
+OpenMP (needs the system's libgomp), then workqueue, unless NUMBA_THREADING_LAYER is set.
 
 Memory: every window allocates megabytes of activations and frees them. glibc serves large blocks
 with fresh mmap pages and returns them on free, so each window paid a page fault per 4 KB touched
@@ -44,7 +46,7 @@ def compute_threads(n: int | None = None):
     from threadpoolctl import threadpool_limits
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "default"     # takes effect at the first parallel launch
-        numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+        numba.config.THREADING_LAYER_PRIORITY = ["tbb", "omp", "workqueue"]
     reuse_freed_memory()
     old = numba.get_num_threads()
     if n:

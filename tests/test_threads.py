@@ -5,6 +5,12 @@ Gradient checks elsewhere use small batches that run on one thread; here the bat
 split, and the result must equal the float64 reference and the single-thread run.
 """
 
+import ast
+import functools
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -167,46 +173,60 @@ def test_chunked_recurrent_products_change_nothing(kw, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(again, greedy))
 
 
-def test_compute_threads_prefers_openmp():
-    """In a fresh process that loads NumPy first (as a user's program does), charlm's kernels run on
-    Numba's OpenMP layer when this machine has it (launches cost ~2 µs there, ~70 µs with workqueue),
-    and on a working fallback otherwise; an explicit NUMBA_THREADING_LAYER wins."""
-    import importlib
-    import os
-    import subprocess
-    import sys
-    code = ("import numpy, numba\n"
-            "from charlm.optim import _adam_kernel\n"
-            "from charlm.threads import compute_threads\n"
-            "a = numpy.ones(64, numpy.float32)\n"
-            "with compute_threads():\n"
-            "    _adam_kernel(a, a.copy(), a.copy(), a.copy(), 1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001)\n"
-            "print(numba.threading_layer())\n")
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
-
-    def layer(**extra):
-        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, check=True,
-                             capture_output=True, text=True)
-        return out.stdout.strip()
-
-    has_omp = True
+@functools.cache
+def _layer_available(name):
+    """Whether Numba's `name` threading layer loads here (it may need a system or pip library)."""
     try:
-        importlib.import_module("numba.np.ufunc.omppool")
-    except ImportError:
-        has_omp = False
-    got = layer()
-    assert got == ("omp" if has_omp else got) and got in ("omp", "tbb", "workqueue")
-    assert layer(NUMBA_THREADING_LAYER="workqueue") == "workqueue"
+        return _python(_KERNEL_IN_SCOPE + "run()\nprint(numba.threading_layer())\n",
+                       NUMBA_THREADING_LAYER=name) == name
+    except subprocess.CalledProcessError:
+        return False
+
+
+_KERNEL_IN_SCOPE = ("import numpy, numba\n"
+                    "from charlm.optim import _adam_kernel\n"
+                    "from charlm.threads import compute_threads\n"
+                    "def run():\n"
+                    "    a = numpy.ones(64, numpy.float32)\n"
+                    "    with compute_threads():\n"
+                    "        _adam_kernel(a, a.copy(), a.copy(), a.copy(), 1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001)\n"
+                    "    return float(a[0])\n")
+
+
+def _python(code, **env_extra):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **env_extra}, check=True, capture_output=True,
+                         text=True, timeout=120)
+    return out.stdout.strip()
+
+
+def test_compute_threads_prefers_a_fast_fork_safe_layer():
+    """In a fresh process that loads NumPy first (as a user's program does), charlm's kernels run on
+    Numba's TBB layer when it loads (fork-safe, ~2 µs a launch), else OpenMP (~2 µs, not fork-safe),
+    else workqueue (~70 µs); an explicit NUMBA_THREADING_LAYER wins."""
+    code = _KERNEL_IN_SCOPE + "run()\nprint(numba.threading_layer())\n"
+    expected = next(name for name in ("tbb", "omp", "workqueue") if _layer_available(name))
+    assert _python(code) == expected
+    assert _python(code, NUMBA_THREADING_LAYER="workqueue") == "workqueue"
+
+
+def test_kernels_run_in_forked_children():
+    """A program that used charlm, then forks workers (multiprocessing's default on Linux), gets their
+    results: with GNU OpenMP as the layer, Numba terminates such a child and the Pool hangs."""
+    if not _layer_available("tbb"):
+        pytest.skip("needs Numba's TBB layer (the tbb package)")
+    code = _KERNEL_IN_SCOPE + ("import multiprocessing\n"
+                               "parent = run()\n"
+                               "with multiprocessing.get_context('fork').Pool(2) as pool:\n"
+                               "    children = pool.starmap(run, [()] * 2)\n"
+                               "print(parent == children[0] == children[1], numba.threading_layer())\n")
+    assert _python(code) == "True tbb"
 
 
 def test_compute_threads_caps_the_kernels_blas_loaded_late():
     """A program that loads NumPy before charlm, without OPENBLAS_NUM_THREADS: SciPy's OpenBLAS (the one
     Numba's np.dot calls) loads lazily; compute_threads must load it before capping, or it keeps a
     thread pool that fights the kernels' threads (8k instead of ~100k tok/s, hidden 128)."""
-    import ast
-    import os
-    import subprocess
-    import sys
     code = ("import numpy\n"
             "from threadpoolctl import threadpool_info\n"
             "from charlm.kernels import gemm\n"
