@@ -234,7 +234,8 @@ def test_compute_threads_caps_the_kernels_blas_loaded_late():
             "a = numpy.ones((64, 64), numpy.float32)\n"
             "with compute_threads():\n"
             "    gemm.matmul(a, a, numpy.empty_like(a))\n"
-            "    print(sorted((d['filepath'], d['num_threads']) for d in threadpool_info() if d['user_api'] == 'blas'))\n")
+            "    print(sorted((d['filepath'], d['num_threads'])\n"
+            "                 for d in threadpool_info() if d['user_api'] == 'blas'))\n")
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
     libs = ast.literal_eval(out)                             # [(path, threads)] of every BLAS loaded

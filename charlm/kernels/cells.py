@@ -282,9 +282,10 @@ def forward_step(cell, xp, ix, Wf, Wf2, peep, h, c, a, h_out, c_out, rh, tmp):
     """One step for a batch: state (h, c) -> (h_out, c_out).
 
     xp (R, GH) input projections with both biases, batch row b's being xp[ix[b]] (ix (B,): the rows in
-    order, or token ids when xp is layer 0's table of every token); Wf, Wf2 the recurrent weights from `pack_forward`;
-    peep (3, H) or (0, H); h, c (B, H) previous state; a (B, GH) out: activated gates; rh (B, H) out:
-    r*h (GRU full only); tmp (>= scratch_size(B, ..),) flat scratch for the recurrent products.
+    order, or token ids when xp is layer 0's table of every token); Wf, Wf2 the recurrent weights from
+    `pack_forward`; peep (3, H) or (0, H); h, c (B, H) previous state; a (B, GH) out: activated gates;
+    rh (B, H) out: r*h (GRU full only); tmp (>= scratch_size(B, ..),) flat scratch for the recurrent
+    products.
     """
     B, H = h.shape
     GH = a.shape[1]
@@ -310,7 +311,7 @@ def forward_step(cell, xp, ix, Wf, Wf2, peep, h, c, a, h_out, c_out, rh, tmp):
         if cell == LSTM and peep.shape[0] == 0:
             _lstm(xp[ix[b]], hw[b], c[b], ab, c_out[b], h_out[b])
             continue
-        _add(ab, xp[ix[b]], hw[b])                                       # pre-activations
+        _add(ab, xp[ix[b]], hw[b])                                   # pre-activations
         if cell == LSTM:
             _lstm_peephole(ab[:H], ab[H: 2 * H], ab[2 * H: 3 * H], ab[3 * H:], peep, c[b], c_out[b], h_out[b])
         elif cell == GRU_MINIMAL:
@@ -330,10 +331,10 @@ def layer_forward(cell, XP, ids, Wf, Wf2, peep, Hs, Cs, A, RH, tmp):
     """The time loop. Hs[0], Cs[0] hold the initial state; Hs[t+1], Cs[t+1] receive step t's state.
 
     XP (T, B, GH) the input projections, ids (0, 0); or for layer 0 by the vocabulary, XP (1, V, GH) the
-    projection of every token and ids (T, B) the tokens, whose rows are read in place. Wf, Wf2 from `pack_forward` for ceil(B/n) rows; Hs, Cs (T+1, B, H) (Cs (T+1, 1, 1)
-    unless LSTM); A (T, B, GH) activated gates and RH (T, B, H) r*h for GRU full, as the backward needs
-    them, or (1, B, ..) each: scratch overwritten at every step (evaluation; RH of other cells);
-    tmp (n, >= scratch_size(ceil(B/n), ..)) scratch.
+    projection of every token and ids (T, B) the tokens, whose rows are read in place. Wf, Wf2 from
+    `pack_forward` for ceil(B/n) rows; Hs, Cs (T+1, B, H) (Cs (T+1, 1, 1) unless LSTM); A (T, B, GH)
+    activated gates and RH (T, B, H) r*h for GRU full, as the backward needs them, or (1, B, ..) each:
+    scratch overwritten at every step (evaluation; RH of other cells); tmp (n, >= scratch_size(ceil(B/n), ..)) scratch.
     The batch rows are independent for the whole window, so n threads each run the time loop over
     their own rows: no synchronisation between steps.
     """
@@ -358,9 +359,9 @@ def layer_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep, dbias, dh, dc,
     """Backpropagation through the window, in exact reverse order of `layer_forward`, n threads each on
     their own batch rows.
 
-    Wb, Wb2 from `pack_backward` for ceil(B/n) rows; dY (T, B, H) gradient of the layer's outputs; dh, dc (B, H) in: gradient of the final state (zero
-    in truncated BPTT), out: gradient of the initial state. Writes dP (T, B, GH) pre-activation
-    gradients; dpeep (n, 3, H) receives each thread's peephole gradient and dbias (n, GH) each
+    Wb, Wb2 from `pack_backward` for ceil(B/n) rows; dY (T, B, H) gradient of the layer's outputs;
+    dh, dc (B, H) in: gradient of the final state (zero in truncated BPTT), out: gradient of the
+    initial state. Writes dP (T, B, GH) pre-activation gradients; dpeep (n, 3, H) receives each thread's peephole gradient and dbias (n, GH) each
     thread's Σ_t Σ_b dP[t, b] (the bias gradient, summed while the rows are in cache).
     tmp (n, >= scratch_size(ceil(B/n), ..)) scratch.
     """
