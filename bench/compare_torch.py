@@ -54,6 +54,7 @@ def main():
             got["torch"].append(run_torch(a.torch_baseline, *shape, a.steps, a.sample))
         med = {k: {m: statistics.median(r[m] for r in got[k]) for m in METRICS} for k in got}
         rows.append((name, shape, med))
+        setup = {k: got["charlm"][0].get(k) for k in ("threads", "threading_layer")}
         print(json.dumps({"shape": name, "charlm": med["charlm"], "torch": med["torch"]}), file=sys.stderr)
     print(f"| shape (vocab, hidden, layers, batch, seq) | metric | charlm tok/s | PyTorch tok/s | ratio |")
     print("|---|---|---|---|---|")
@@ -61,6 +62,7 @@ def main():
         for m in METRICS:
             c, t = med["charlm"][m], med["torch"][m]
             print(f"| {name} {shape} | {m} | {c:,.0f} | {t:,.0f} | {c / t:.2f} |")
+    print(f"\ncharlm ran {setup['threads']} threads on Numba's {setup['threading_layer']} threading layer.")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def _run(cfg, batch, seq, steps, sample_tokens, seed):
     t = time.perf_counter()
     sample(sample_tokens)
     sample_s = time.perf_counter() - t
-    return {"cell": cfg.describe(), "threads": numba.get_num_threads(), "vocab": cfg.vocab_size, "embed": cfg.embed, "hidden": cfg.hidden,
+    return {"cell": cfg.describe(), "threads": numba.get_num_threads(), "threading_layer": numba.threading_layer(),
+            "vocab": cfg.vocab_size, "embed": cfg.embed, "hidden": cfg.hidden,
             "layers": cfg.layers, "batch": batch, "seq": seq, "steps": steps,
             "train_tok_s": round(steps * seq * batch / train_s), "eval_tok_s": round(steps * seq * batch / eval_s),
             "sample_tok_s": round(sample_tokens / sample_s)}
