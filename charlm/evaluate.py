@@ -5,13 +5,14 @@ EOS, s_1, .., s_{t-1}:   NLL(s) = -Σ_t log p(s_t | EOS, s_<t).
 Many streams run side by side as the columns of a batch (sorted by length to limit padding); each
 column starts from its own zero state, so batching never changes a stream's figures. Identical streams
 are scored once (the first 10,000 lines of Tiny Shakespeare hold 3,664 repeats, 8 % of the tokens:
-blank lines and speakers' names).
+blank lines and speakers' names), and many short streams that share much of their prefixes (n-best
+lists) go through `prefixes`, which computes each shared prefix once.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from charlm import model
+from charlm import model, prefixes
 
 
 def streams_nll(cfg, P, streams, batch: int | None = None, window: int = 128, per_token: bool = False,
@@ -35,6 +36,24 @@ def streams_nll(cfg, P, streams, batch: int | None = None, window: int = 128, pe
         sums = u_sums[[at[i] for i in same]]
         per = [u_per[at[i]].copy() if per_token else None for i in same]
         return sums, per
+    short = [] if cfg.bidirectional else [i for i, s in enumerate(streams) if 1 <= len(s) <= prefixes.MAX_LEN]
+    if len(short) < 2 or not prefixes.worth_it([streams[i] for i in short]):
+        return _windowed(cfg, P, streams, batch, window, per_token, progress)
+    sums = np.zeros(len(streams), np.float64)
+    per = [None] * len(streams)
+    rest = sorted(set(range(len(streams))) - set(short))
+    for part, (p_sums, p_per) in ((short, prefixes.streams_nll(cfg, P, [streams[i] for i in short], per_token,
+                                                               progress)),
+                                  (rest, _windowed(cfg, P, [streams[i] for i in rest], batch, window, per_token,
+                                                   progress))):
+        sums[part] = p_sums
+        for i, v in zip(part, p_per):
+            per[i] = v
+    return sums, per
+
+
+def _windowed(cfg, P, streams, batch, window, per_token, progress):
+    """streams_nll by windows of `batch` streams side by side (arguments as there)."""
     S = len(streams)
     if batch is None:
         batch = 256 if cfg.vocab_size <= 1024 else 64
