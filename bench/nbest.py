@@ -4,8 +4,9 @@ Builds K hypotheses for each of the first N lines of a text file that have more 
 line with its last two words replaced by words drawn from the text, seeded), then scores them all
 with `LanguageModel.score` twice in alternation: as charlm chooses (the trie of `charlm.prefixes`,
 since the hypotheses share most of their prefixes) and with the trie switched off (windows of
-streams side by side). Prints hypotheses/s for each, and the largest difference of a total.
-Usage: python bench/nbest.py MODEL TEXT [--lines 1000] [--k 10] [--rounds 2]
+streams side by side); then the first M hypotheses one call each. Prints hypotheses/s for each, and
+the largest difference of a total.
+Usage: python bench/nbest.py MODEL TEXT [--lines 1000] [--k 10] [--rounds 2] [--single 500]
 """
 import argparse
 import json
@@ -23,6 +24,7 @@ def main():
     p.add_argument("--lines", type=int, default=1000)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--single", type=int, default=500)
     a = p.parse_args()
     with open(a.text, encoding="utf-8") as f:
         base = [line.split() for _, line in zip(range(a.lines), f)]
@@ -42,9 +44,15 @@ def main():
             scores = lm.score(hyps)
             got[mode].append(round(len(hyps) / (time.perf_counter() - t), 1))
             totals[mode] = [s.logprob for s in scores]
+    prefixes.SHARE = share
+    lm.score(hyps[:1])
+    t = time.perf_counter()
+    for h in hyps[: a.single]:
+        lm.score([h])
+    single = round(min(a.single, len(hyps)) / (time.perf_counter() - t), 1)
     worst = max(abs(x - y) / max(1.0, abs(y)) for x, y in zip(totals["trie"], totals["windows"]))
     print(json.dumps({"model": a.model, "hypotheses": len(hyps), "trie_hyp_s": got["trie"],
-                      "windows_hyp_s": got["windows"], "max_rel_diff": worst}))
+                      "windows_hyp_s": got["windows"], "single_hyp_s": single, "max_rel_diff": worst}))
 
 
 if __name__ == "__main__":
