@@ -592,6 +592,25 @@ def test_repeated_texts_are_scored_once_with_the_same_figures(models, monkeypatc
     assert per[1][0] != 99.0
 
 
+def test_score_file_of_hypotheses_through_the_trie(models, tmp_path, monkeypatch):
+    """n-best lines (shared prefixes) take charlm.prefixes; each line still scores as the reference."""
+    from charlm import prefixes
+    used = []
+    inner = prefixes.streams_nll
+    monkeypatch.setattr(prefixes, "streams_nll", lambda *a, **k: (used.append(len(a[2])), inner(*a, **k))[1])
+    model = models["char"]
+    lines = [f"the cat {w} on the {v}" for w in ("sat", "ran", "slept") for v in ("mat", "hat", "rug", "cot")]
+    f = tmp_path / "nbest.txt"
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    got = json_lines(run("score", "-m", model, "--file", f, "--json", "--per-token"))
+    assert used == [len(lines)]
+    for line, s in zip(lines, got):
+        nll, n = ref_nll(model, line)
+        assert s["text"] == line and s["tokens"] == n
+        assert s["logprob"] == pytest.approx(-nll, rel=REL)
+        assert sum(t["logprob"] for t in s["per_token"]) == pytest.approx(s["logprob"], rel=1e-9)
+
+
 def test_score_text_with_newline_gets_eos_per_line(models):
     (s,) = json_lines(run("score", "-m", models["char"], "ab\ncd", "--json"))
     nll, n = ref_nll(models["char"], "ab\ncd")
