@@ -193,8 +193,9 @@ _KERNEL_IN_SCOPE = ("import numpy, numba\n"
                     "    return float(a[0])\n")
 
 
-def _python(code, **env_extra):
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+def _python(code, drop=lambda name: name == "NUMBA_THREADING_LAYER", **env_extra):
+    """stdout of `python -c code` in this environment without the variables `drop` names, plus env_extra."""
+    env = {k: v for k, v in os.environ.items() if not drop(k)}
     out = subprocess.run([sys.executable, "-c", code], env={**env, **env_extra}, check=True, capture_output=True,
                          text=True, timeout=120)
     return out.stdout.strip()
@@ -236,7 +237,6 @@ def test_compute_threads_caps_the_kernels_blas_loaded_late():
             "    gemm.matmul(a, a, numpy.empty_like(a))\n"
             "    print(sorted((d['filepath'], d['num_threads'])\n"
             "                 for d in threadpool_info() if d['user_api'] == 'blas'))\n")
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+    out = _python(code, drop=lambda name: name.endswith("_NUM_THREADS"))
     libs = ast.literal_eval(out)                             # [(path, threads)] of every BLAS loaded
     assert libs and all(n == 1 for _, n in libs), libs
