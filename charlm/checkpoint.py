@@ -296,8 +296,7 @@ def check_config_and_vocab(path, metadata: dict[str, str]) -> tuple[ModelConfig,
 def _check_tensors(path, config: ModelConfig, flat) -> dict[str, np.ndarray]:
     entries = {name: view for name, view in flat}
     # A damaged config can ask for 10**9 layers: count before listing names.
-    expected_count = (1 + config.layers * config.directions * (5 if config.cell == "lstm" and config.peephole else 4)
-                      + (0 if config.tied else 1) + 1)
+    expected_count = config.tensor_count()
     if expected_count > len(entries) + 1000:
         raise ModelFileError(path, f"config asks for {expected_count} tensors ({config.describe()}) "
                                    f"but the file holds {len(entries)}")

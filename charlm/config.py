@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from charlm.errors import CharlmError
 
@@ -75,6 +75,11 @@ class ModelConfig:
         """In: the input size of layer k."""
         return self.embed if k == 0 else self.hidden * self.directions
 
+    def tensor_count(self) -> int:
+        """len(param_shapes()), computed without listing them (a damaged config may ask for 10**9 layers)."""
+        per_layer = 5 if self.cell == "lstm" and self.peephole else 4
+        return 1 + self.layers * self.directions * per_layer + (0 if self.tied else 1) + 1
+
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor of a model file with its shape, in a stable order."""
         V, E, H, G = self.vocab_size, self.embed, self.hidden, self.gates
@@ -142,38 +147,42 @@ def _id_ok(v, n) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < n
 
 
+# How `--resume` treats a run option: "fixed" (the run keeps it; a different value is an error), "changeable"
+# (a given value replaces the run's from the resumed step on), "limit" (given limits replace all of the run's).
+FIXED, CHANGEABLE, LIMIT = "fixed", "changeable", "limit"
+
+
+def _opt(default, resume):
+    return field(default=default, metadata={"resume": resume})
+
+
 @dataclass(frozen=True)
-class TrainConfig:
-    batch_size: int = 32          # B: parallel streams the corpus is cut into
-    seq_len: int = 64             # T: truncated-BPTT window; the state carries across windows
-    optimizer: str = "adam"       # "adam" | "sgd"
-    lr: float = 2e-3              # learning rate
-    momentum: float = 0.0         # sgd only
-    lr_decay: float = 1.0         # divide lr by this when validation stops improving (1 = never)
-    clip: float = 5.0             # global gradient-norm clip; 0 turns it off
-    dropout: float = 0.0          # p of dropping a unit between layers and before the decoder
-    embed_dropout: float = 0.0    # p of dropping a unit of the embedding (layer 0's input)
-    locked_dropout: bool = False  # one mask per window for all time steps (variational dropout)
-    lr_schedule: str = "constant"  # "constant" | "cosine": lr · ½(1 + cos(π · fraction of the run done))
-    epochs: float = 0             # passes over the training text (0 = no limit)
-    max_steps: int = 0            # optimizer steps of the whole run (0 = no limit)
-    time_budget: float = 0        # seconds of training (0 = no limit)
-    valid_fraction: float = 0.05  # tail of the corpus held out when no --valid file is given
-    valid_every: int = 0          # steps between validations (0: about every 2 % of the run, each epoch)
-    seed: int = 0                 # seeds initialisation, dropout and the data order
-    keep: str = "best"            # what --out holds at the end: "best" on validation | "last"
+class RunConfig:
+    """The training engine's options, shared by every task (charlm.engine)."""
+    batch_size: int = _opt(32, FIXED)          # B: sequences (or streams) in a batch
+    optimizer: str = _opt("adam", FIXED)       # "adam" | "sgd"
+    lr: float = _opt(2e-3, CHANGEABLE)         # learning rate
+    momentum: float = _opt(0.0, CHANGEABLE)    # sgd only
+    lr_decay: float = _opt(1.0, CHANGEABLE)    # divide lr by this when validation stops improving (1 = never)
+    clip: float = _opt(5.0, CHANGEABLE)        # global gradient-norm clip; 0 turns it off
+    dropout: float = _opt(0.0, CHANGEABLE)     # p of dropping a unit between layers and before the output
+    lr_schedule: str = _opt("constant", CHANGEABLE)  # "constant" | "cosine": lr · ½(1 + cos(π · fraction done))
+    epochs: float = _opt(0, LIMIT)             # passes over the training data (0 = no limit)
+    max_steps: int = _opt(0, LIMIT)            # optimizer steps of the whole run (0 = no limit)
+    time_budget: float = _opt(0, LIMIT)        # seconds of training (0 = no limit)
+    valid_every: int = _opt(0, CHANGEABLE)     # steps between validations (0: about every 2 % of the run, each epoch)
+    seed: int = _opt(0, FIXED)                 # seeds initialisation, dropout and the data order
+    keep: str = _opt("best", CHANGEABLE)       # what --out holds at the end: "best" on validation | "last"
 
     def __post_init__(self):
         checks = [
             (_posint(self.batch_size), f"--batch-size must be a positive integer, got {self.batch_size!r}"),
-            (_posint(self.seq_len), f"--seq-len must be a positive integer, got {self.seq_len!r}"),
             (self.optimizer in ("adam", "sgd"), f"--optimizer must be adam or sgd, got {self.optimizer!r}"),
             (self.lr > 0, f"--lr must be > 0, got {self.lr!r}"),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum!r}"),
             (self.lr_decay >= 1, f"--lr-decay must be >= 1, got {self.lr_decay!r}"),
             (self.clip >= 0, f"--clip must be >= 0 (0 = off), got {self.clip!r}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout!r}"),
-            (0 <= self.embed_dropout < 1, f"--embed-dropout must be in [0, 1), got {self.embed_dropout!r}"),
             (self.lr_schedule in ("constant", "cosine"),
              f"--lr-schedule must be constant or cosine, got {self.lr_schedule!r}"),
             (self.lr_schedule == "constant" or self.lr_decay == 1,
@@ -181,9 +190,33 @@ class TrainConfig:
             (self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs!r}"),
             (self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps!r}"),
             (self.time_budget >= 0, f"--time-budget must be >= 0, got {self.time_budget!r}"),
-            (0 < self.valid_fraction < 1, f"--valid-fraction must be in (0, 1), got {self.valid_fraction!r}"),
             (self.valid_every >= 0, f"--valid-every must be >= 0, got {self.valid_every!r}"),
             (self.keep in ("best", "last"), f"--keep must be best or last, got {self.keep!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise CharlmError(message)
+
+    @classmethod
+    def options(cls, resume: str) -> tuple[str, ...]:
+        """The fields that --resume treats as `resume` (FIXED, CHANGEABLE or LIMIT), in field order."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("resume") == resume)
+
+
+@dataclass(frozen=True)
+class TrainConfig(RunConfig):
+    """The language model's training options: the engine's, and how the token stream is read."""
+    seq_len: int = _opt(64, FIXED)             # T: truncated-BPTT window; the state carries across windows
+    embed_dropout: float = _opt(0.0, CHANGEABLE)   # p of dropping a unit of the embedding (layer 0's input)
+    locked_dropout: bool = _opt(False, CHANGEABLE)  # one mask per window for all time steps (variational dropout)
+    valid_fraction: float = _opt(0.05, FIXED)  # tail of the corpus held out when no --valid file is given
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks = [
+            (_posint(self.seq_len), f"--seq-len must be a positive integer, got {self.seq_len!r}"),
+            (0 <= self.embed_dropout < 1, f"--embed-dropout must be in [0, 1), got {self.embed_dropout!r}"),
+            (0 < self.valid_fraction < 1, f"--valid-fraction must be in (0, 1), got {self.valid_fraction!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -5,21 +5,27 @@ It is a safetensors file (format "charlm-state/1"), written atomically like a mo
 as strictly: only safetensors, data-only JSON metadata, every failure a `StateFileError` naming the
 file and the problem. No pickle.
 
+The engine (charlm.engine) writes it for every task; the task owns its model metadata and the
+tensors it carries between batches (`Task` in charlm.engine), the rest is the engine's.
+
 Tensors (float32):
     param/<name>     the latest parameters (names and shapes of the model file, model-format.md)
     opt/<key>        optimizer moments: adam m.<name> and v.<name>; sgd u.<name>
-    carry            (L, 2, B, H) hidden state carried into the next window (h, then c)
+    <name>           the task's carried tensors; the language model's: carry (L, 2, B, H), the hidden
+                     state carried into the next window (h, then c)
 Metadata (strings):
     format           "charlm-state/1"
-    config, vocab    as in a model file
-    train_config     JSON of TrainConfig (the run's hyperparameters)
+    task             the task kind ("lm"; absent in files of older versions, which are all "lm")
+    config, vocab    the task's model metadata, as in its model file
+    train_config     JSON of the task's training config (the run's hyperparameters)
     run_config       JSON of how the run was started: the corpus files and how they were read (level,
                      lowercase, vocabulary limits, validation text, encoding errors), so `--resume`
                      rebuilds the same token ids, and the run options outside TrainConfig
                      (checkpoint_every, on_nonfinite)
     corpus_sha256    JSON {"train": hex, "valid": hex}: sha256 of the int32 id streams; a resume
                      on a corpus that encodes differently is an error
-    progress         JSON: step, epoch, epoch_pos, tokens, elapsed, best/best_step (what --out keeps),
+    progress         JSON: step, epoch, epoch_pos (the batch source's position in the epoch), tokens,
+                     elapsed, best/best_step (what --out keeps: the value of the task's deciding metric),
                      sched_best/bad_valids (the learning-rate decay schedule), recent losses,
                      skipped steps, optimizer name and scalars (t, lr), threads, run_id, stopped_by
     rng              JSON of numpy's PCG64 bit_generator.state, every integer a decimal string
@@ -39,7 +45,7 @@ import safetensors.numpy
 
 from charlm import __version__
 from charlm import checkpoint
-from charlm.config import ModelConfig, TrainConfig
+from charlm.config import CHANGEABLE, FIXED, LIMIT
 from charlm.errors import CharlmError, ModelFileError
 
 STATE_FORMAT = "charlm-state/1"
@@ -62,20 +68,26 @@ def state_path(out) -> str:
 
 @dataclass
 class RunState:
-    config: ModelConfig
-    vocab: list[str]
-    train_config: dict                      # TrainConfig as a dict (asdict)
+    config: object                          # the task's model config (ModelConfig for the LM)
+    vocab: object                           # the task's token tables (the LM: its token strings)
+    train_config: dict                      # the task's training config as a dict (asdict)
     run_config: dict                        # how the run was started (free-form JSON object)
     corpus_sha256: dict                     # {"train": hex, "valid": hex}
     params: dict = field(repr=False)        # name -> float32 array, the latest parameters
     opt_arrays: dict = field(repr=False)    # optimizer moments, keys as Optimizer.state_arrays()
-    carry: np.ndarray = field(repr=False)   # (L, 2, B, H) float32
+    tensors: dict = field(repr=False, default_factory=dict)   # the task's carried tensors, float32
     rng_state: dict = field(default_factory=dict)   # numpy bit_generator.state (ints as ints)
     progress: dict = field(default_factory=dict)    # see the module docstring
+    task: str = "lm"                        # the task kind (charlm.tasks)
 
     @property
     def step(self) -> int:
         return self.progress["step"]
+
+    @property
+    def carry(self) -> np.ndarray:
+        """The language model's carried hidden state (L, 2, B, H)."""
+        return self.tensors["carry"]
 
 
 def ids_digest(ids: np.ndarray) -> str:
@@ -128,8 +140,9 @@ def make_rng(state: dict) -> np.random.Generator:
 
 def save_state(path, st: RunState) -> None:
     """Write the run state atomically. Refuses non-finite tensors (CharlmError naming the tensor)."""
+    from charlm.tasks import task_class
     tensors = {}
-    for prefix, arrays in (("param/", st.params), ("opt/", st.opt_arrays), ("", {"carry": st.carry})):
+    for prefix, arrays in (("param/", st.params), ("opt/", st.opt_arrays), ("", st.tensors)):
         for name, a in arrays.items():
             a = np.ascontiguousarray(a, dtype=np.float32)
             if not np.isfinite(a).all():
@@ -143,8 +156,8 @@ def save_state(path, st: RunState) -> None:
     metadata = {
         "format": STATE_FORMAT,
         "charlm_version": __version__,
-        "config": st.config.to_json(),
-        "vocab": json.dumps(list(st.vocab), ensure_ascii=False),
+        "task": st.task,
+        **task_class(st.task).model_metadata(st.config, st.vocab),
         "train_config": json.dumps(st.train_config, sort_keys=True),
         "run_config": json.dumps(st.run_config, sort_keys=True, ensure_ascii=False),
         "corpus_sha256": json.dumps(st.corpus_sha256, sort_keys=True),
@@ -194,13 +207,18 @@ def load_state(path) -> RunState:
         raise
     except BaseException as e:        # pyo3's PanicException is not an Exception
         raise StateFileError(path, f"damaged safetensors data: {checkpoint.one_line(e)}") from None
+    from charlm.tasks import known, task_class
+    kind = meta.get("task", "lm")
+    if kind not in known():
+        raise StateFileError(path, f"unknown task {kind!r} (this charlm knows {', '.join(known())})")
+    task = task_class(kind)
     try:
-        config, vocab = checkpoint.check_config_and_vocab(path, meta)
+        config, vocab = task.read_model_metadata(path, meta)
     except ModelFileError as e:
         raise StateFileError(path, e.problem) from None
     try:
         train_config = _json_object(meta, "train_config")
-        TrainConfig(**train_config)
+        task.train_config_class(**train_config)
     except (ValueError, TypeError, CharlmError) as e:
         raise StateFileError(path, f"bad train_config metadata: {checkpoint.one_line(e)}") from None
     try:
@@ -213,22 +231,23 @@ def load_state(path) -> RunState:
     except (ValueError, TypeError, KeyError, RecursionError) as e:
         raise StateFileError(path, f"bad metadata: {checkpoint.one_line(e)}") from None
     entries = {name: view for name, view in flat}
-    if config.layers * 4 > len(entries):     # a damaged config can ask for 10**9 layers: count first
-        raise StateFileError(path, f"config asks for {config.layers} layers but the file holds {len(entries)} tensors")
-    params = _tensors(path, entries, "param/", config.param_shapes())
+    if config.tensor_count() > len(entries):    # a damaged config can ask for 10**9 layers: count first
+        raise StateFileError(path, f"config asks for {config.tensor_count()} parameter tensors but the file "
+                                   f"holds {len(entries)} tensors")
+    shapes = config.param_shapes()
+    params = _tensors(path, entries, "param/", shapes)
     opt_name = progress["optimizer"]
     if opt_name not in OPTIMIZER_KEYS or opt_name != train_config.get("optimizer"):
         raise StateFileError(path, f"optimizer {opt_name!r} disagrees with the train config")
-    opt_shapes = {f"{k}.{n}": s for k in OPTIMIZER_KEYS[opt_name] for n, s in config.param_shapes().items()}
+    opt_shapes = {f"{k}.{n}": s for k in OPTIMIZER_KEYS[opt_name] for n, s in shapes.items()}
     opt_arrays = _tensors(path, entries, "opt/", opt_shapes)
-    B = train_config["batch_size"]
-    carry = _tensors(path, entries, "", {"carry": (config.layers, 2, B, config.hidden)})["carry"]
-    unexpected = set(entries) - {"param/" + n for n in params} - {"opt/" + n for n in opt_arrays} - {"carry"}
+    carried = _tensors(path, entries, "", task.carried_shapes(config, train_config))
+    unexpected = set(entries) - {"param/" + n for n in params} - {"opt/" + n for n in opt_arrays} - set(carried)
     if unexpected:
         raise StateFileError(path, f"unexpected tensors {', '.join(sorted(unexpected)[:8])}")
     return RunState(config=config, vocab=vocab, train_config=train_config, run_config=run_config,
-                    corpus_sha256=digests, params=params, opt_arrays=opt_arrays, carry=carry,
-                    rng_state=rng_state, progress=progress)
+                    corpus_sha256=digests, params=params, opt_arrays=opt_arrays, tensors=carried,
+                    rng_state=rng_state, progress=progress, task=kind)
 
 
 def _required(meta, key) -> str:
@@ -294,15 +313,6 @@ def _tensors(path, entries, prefix, shapes) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------ options of a resumed run
-# How `charlm train --resume` treats each option (CLI parameter names):
-ARCH_OPTIONS = {"level": "level", "lowercase": "lowercase", "cell": "cell", "activation": "activation",
-                "gru_variant": "gru_variant", "peephole": "peephole", "bidirectional": "bidirectional",
-                "layers": "layers", "hidden": "hidden", "embed": "embed", "tie_weights": "tied"}  # -> ModelConfig
-DATA_OPTIONS = ("min_count", "max_vocab", "encoding_errors")     # fixed, kept in run_config
-FIXED_TRAIN_OPTIONS = ("batch_size", "seq_len", "optimizer", "seed", "valid_fraction")   # fixed, TrainConfig
-CHANGEABLE_TRAIN_OPTIONS = ("lr", "momentum", "lr_decay", "lr_schedule", "clip", "dropout", "embed_dropout",
-                            "locked_dropout", "valid_every", "keep")
-LIMIT_OPTIONS = ("epochs", "max_steps", "time_budget")           # given: they replace the run's limits
 RUN_OPTIONS = ("checkpoint_every", "on_nonfinite")                # may change, kept in run_config
 
 
@@ -310,10 +320,14 @@ def resume_options(st: RunState, values: dict, explicit: set, where) -> tuple[di
     """The option values a resumed run uses, and notes on what changed.
 
     values: every CLI parameter by name; explicit: the names the user gave on the command line. Options
-    the user did not give take the run's value. A given architecture, data or fixed training option that
-    differs from the run's is a CharlmError naming it; limits, learning-rate schedule, clip, dropout, keep
-    and checkpointing may change (given limits replace all of the run's limits).
+    the user did not give take the run's value. A given architecture or data option (the task's
+    `resume_fixed`) or a FIXED training option (the training config's field metadata, charlm.config)
+    that differs from the run's is a CharlmError naming it; CHANGEABLE options and checkpointing may
+    change, and given LIMIT options replace all of the run's limits.
     """
+    from charlm.tasks import task_class
+    task = task_class(st.task)
+    tc_class = task.train_config_class
     out = dict(values)
     notes = []
 
@@ -324,26 +338,26 @@ def resume_options(st: RunState, values: dict, explicit: set, where) -> tuple[di
                           f"{name.replace('_', ' ')} {_show(saved)}; it is fixed for a run: drop the option, "
                           f"or start a new run without --resume")
 
-    fixed = {name: getattr(st.config, key) for name, key in ARCH_OPTIONS.items()}
-    fixed.update({name: st.run_config.get(name, values[name]) for name in DATA_OPTIONS})
-    fixed.update({name: st.train_config[name] for name in FIXED_TRAIN_OPTIONS})
+    fixed = task.resume_fixed(st, values)
+    fixed.update({name: st.train_config[name] for name in tc_class.options(FIXED)})
     for name, saved in fixed.items():
         if name in explicit and values[name] != saved:
             conflict(name, values[name], saved)
         out[name] = saved
     if "valid_path" not in explicit:
         out["valid_path"] = st.run_config.get("valid", values["valid_path"])
-    for name in CHANGEABLE_TRAIN_OPTIONS:
+    for name in tc_class.options(CHANGEABLE):
         saved = st.train_config.get(name, values[name])            # absent from runs of older versions
         if name in explicit and values[name] != saved:
             notes.append(f"--{name.replace('_', '-')} {values[name]} (the run had {_show(saved)})")
         else:
             out[name] = saved
-    if any(name in explicit for name in LIMIT_OPTIONS):
-        for name in LIMIT_OPTIONS:
+    limits = tc_class.options(LIMIT)
+    if any(name in explicit for name in limits):
+        for name in limits:
             out[name] = values[name] if name in explicit else 0
     else:
-        for name in LIMIT_OPTIONS:
+        for name in limits:
             out[name] = st.train_config[name]
     for name in RUN_OPTIONS:
         if name not in explicit:

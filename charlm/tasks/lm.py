@@ -1,0 +1,122 @@
+"""The language model as a task of the training engine (charlm.engine): truncated BPTT over a token stream.
+
+Batching as char-rnn and PyTorch's word_language_model: the training stream is cut into B contiguous
+streams and read in windows of T steps (the batch at position p holds inputs streams[:, p:p+T] and
+targets streams[:, p+1:p+1+T]); the hidden state carries from one window to the next and restarts
+from zero at each epoch. The gradient stops at window boundaries (truncated BPTT). Validation is the
+mean NLL per token of the held-out stream cut into VALID_STREAMS pieces; after the run, the exact
+single-stream figure of the saved model.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from charlm import checkpoint, data, evaluate, model
+from charlm.config import TrainConfig
+from charlm.errors import CharlmError
+from charlm.resume import ids_digest
+
+VALID_STREAMS = 16         # validation during training: the held-out stream cut into this many pieces
+
+# `charlm train` options that name a ModelConfig field (CLI name -> field), and the data options kept in
+# the run config: all fixed for a run.
+ARCH_OPTIONS = {"level": "level", "lowercase": "lowercase", "cell": "cell", "activation": "activation",
+                "gru_variant": "gru_variant", "peephole": "peephole", "bidirectional": "bidirectional",
+                "layers": "layers", "hidden": "hidden", "embed": "embed", "tie_weights": "tied"}
+DATA_OPTIONS = ("min_count", "max_vocab", "encoding_errors")
+
+
+class LMTask:
+    kind = "lm"
+    train_config_class = TrainConfig
+    select, higher_is_better, metrics, label = "valid_loss", False, ("valid_loss",), "val"
+
+    def __init__(self, corpus, cfg, tc: TrainConfig):
+        if cfg.bidirectional:
+            raise CharlmError("--bidirectional: a language model predicts each token from the ones before it; "
+                              "a backward direction would read the very token it must predict")
+        data.check_enough(corpus.train, tc.batch_size, tc.seq_len,
+                          f"the training text of {corpus.source}" if corpus.source else "the training text")
+        if len(corpus.valid) == 0:
+            raise CharlmError("no validation text: give --valid FILE or a larger --valid-fraction")
+        self.corpus, self.config, self.tc = corpus, cfg, tc
+        self.vocab = corpus.vocab.tokens
+        self.streams = data.batchify(corpus.train, tc.batch_size)                  # (B, N)
+        self.n = self.streams.shape[1]
+        self.steps_per_epoch = math.ceil((self.n - 1) / tc.seq_len)
+        self.valid_streams = evaluate.split_streams(corpus.valid, VALID_STREAMS)
+        self.digests = {"train": ids_digest(corpus.train), "valid": ids_digest(corpus.valid)}
+        self.carry = model.zero_state(cfg, tc.batch_size)                        # (L, 2, B, H)
+
+    # --------------------------------------------------------------------------- the engine's calls
+
+    def init_params(self, rng):
+        return model.init_params(self.config, rng)
+
+    def carried(self):
+        return {"carry": self.carry}
+
+    def restore(self, tensors):
+        self.carry = tensors["carry"]
+
+    def check_position(self, position):
+        if position >= self.n - 1:
+            raise CharlmError(f"--resume: the saved data position {position} is past the training text "
+                              f"({self.n} tokens a stream)")
+
+    def step(self, P, epoch, position, rng):
+        """The window at `position`: x (t, B) inputs, y (t, B) the next tokens; the carried state in."""
+        cfg, tc = self.config, self.tc
+        p = position
+        t = min(tc.seq_len, self.n - 1 - p)
+        x = np.ascontiguousarray(self.streams[:, p:p + t].T)                  # (t, B)
+        y = np.ascontiguousarray(self.streams[:, p + 1:p + 1 + t].T)          # (t, B)
+        masks = model.dropout_masks(cfg, rng, t, tc.batch_size, tc.dropout, embed_p=tc.embed_dropout,
+                                    locked=tc.locked_dropout)
+        loss, grads, carry = model.loss_and_grads(cfg, P, x, y, self.carry, masks)
+
+        def commit():
+            self.carry = carry
+        return loss, grads, x.size, commit
+
+    def advance(self, position):
+        position += self.tc.seq_len
+        return position, position >= self.n - 1
+
+    def new_epoch(self):
+        self.carry = model.zero_state(self.config, self.tc.batch_size)   # each epoch starts from zero
+
+    def evaluate(self, P):
+        sums, _ = evaluate.streams_nll(self.config, P, self.valid_streams)
+        return {"valid_loss": float(sums.sum() / len(self.corpus.valid))}
+
+    def final_metrics(self, path):
+        kept = checkpoint.load_model(path).params
+        valid = self.corpus.valid
+        return {"valid_loss": evaluate.stream_nll(self.config, kept, valid) / len(valid)}
+
+    def save_model(self, path, P, meta):
+        checkpoint.save_model(path, P, self.config, self.vocab, meta)
+
+    # ------------------------------------------------------------------------ run-state files
+
+    @staticmethod
+    def model_metadata(config, vocab) -> dict[str, str]:
+        import json
+        return {"config": config.to_json(), "vocab": json.dumps(list(vocab), ensure_ascii=False)}
+
+    @staticmethod
+    def read_model_metadata(path, meta):
+        return checkpoint.check_config_and_vocab(path, meta)
+
+    @staticmethod
+    def carried_shapes(config, train_config) -> dict[str, tuple]:
+        return {"carry": (config.layers, 2, train_config["batch_size"], config.hidden)}
+
+    @staticmethod
+    def resume_fixed(st, values) -> dict:
+        fixed = {name: getattr(st.config, key) for name, key in ARCH_OPTIONS.items()}
+        fixed.update({name: st.run_config.get(name, values[name]) for name in DATA_OPTIONS})
+        return fixed
