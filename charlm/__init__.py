@@ -9,13 +9,16 @@ starts fast.
 """
 __version__ = "0.1.0"
 
-__all__ = ["load", "LanguageModel", "CharlmError", "ModelFileError", "__version__"]
+__all__ = ["load", "LanguageModel", "Classifier", "CharlmError", "ModelFileError", "__version__"]
 
 
 def __getattr__(name):
     if name in ("load", "LanguageModel"):
         from charlm import lm
         return getattr(lm, name)
+    if name == "Classifier":
+        from charlm import classifier
+        return classifier.Classifier
     if name in ("CharlmError", "ModelFileError"):
         from charlm import errors
         return getattr(errors, name)

@@ -26,7 +26,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from charlm.config import FORMAT, ModelConfig
+from charlm.config import FORMAT, TASK_CONFIGS, ModelConfig
 from charlm.errors import CharlmError, ModelFileError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # a larger length field is damage, not a header
@@ -171,8 +171,9 @@ def _fsync_directory(directory: str) -> None:
 
 # ---------------------------------------------------------------------------------------- loading
 
-def load_model(path) -> LoadedModel:
-    """Read and fully validate a charlm/1 model file. Every failure raises ModelFileError(path, problem)."""
+def load_model(path, task: str = "lm") -> LoadedModel:
+    """Read and fully validate a charlm/1 model file of `task` ("lm", "classify"; metadata `task`,
+    absent = "lm"). Every failure raises ModelFileError(path, problem), a model of another task too."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -191,7 +192,8 @@ def load_model(path) -> LoadedModel:
     except BaseException as e:
         raise ModelFileError(path, f"damaged safetensors data: {one_line(e)}") from None
     del data
-    config, vocab = check_config_and_vocab(path, metadata)
+    check_task(path, metadata, task)
+    config, vocab = check_config_and_vocab(path, metadata, TASK_CONFIGS[task])
     params = _check_tensors(path, config, flat)
     meta = {k: v for k, v in metadata.items() if k not in RESERVED_KEYS}
     return LoadedModel(config=config, vocab=vocab, params=params, meta=meta)
@@ -268,7 +270,25 @@ def _check_metadata(path, header: dict) -> dict[str, str]:
     return metadata
 
 
-def check_config_and_vocab(path, metadata: dict[str, str]) -> tuple[ModelConfig, list[str]]:
+TASK_COMMANDS = {"lm": "charlm sample/score/perplexity", "classify": "charlm classify"}
+
+
+def file_task(metadata: dict[str, str]) -> str:
+    return metadata.get("task", "lm")
+
+
+def check_task(path, metadata: dict[str, str], expected: str) -> None:
+    """ModelFileError unless the file holds a model of the `expected` task."""
+    task = file_task(metadata)
+    if task == expected:
+        return
+    names = {"lm": "language model", "classify": "classifier"}
+    if task not in names:
+        raise ModelFileError(path, f"unknown task {task!r} in the metadata (this charlm reads {', '.join(names)})")
+    raise ModelFileError(path, f"holds a {names[task]}, not a {names[expected]}: use {TASK_COMMANDS[task]} with it")
+
+
+def check_config_and_vocab(path, metadata: dict[str, str], config_class=ModelConfig) -> tuple[ModelConfig, list[str]]:
     for key in ("config", "vocab"):
         if key not in metadata:
             raise ModelFileError(path, f"metadata has no {key!r} key")
@@ -280,7 +300,7 @@ def check_config_and_vocab(path, metadata: dict[str, str]) -> tuple[ModelConfig,
     if problem is not None:
         raise ModelFileError(path, f"bad vocab metadata: {problem}")
     try:
-        config = ModelConfig.from_json(metadata["config"], vocab_size=len(vocab))
+        config = config_class.from_json(metadata["config"], vocab_size=len(vocab))
     except CharlmError as e:
         raise ModelFileError(path, f"bad config metadata: {e}") from None
     except (ValueError, RecursionError) as e:

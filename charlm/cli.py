@@ -569,6 +569,10 @@ from charlm.registry import corpus_group  # noqa: E402  (click and the standard 
 
 main.add_command(corpus_group, "corpus")
 
+from charlm.commands.classify import classify as classify_group  # noqa: E402  (click only)
+
+main.add_command(classify_group, "classify")
+
 
 if __name__ == "__main__":
     main()

@@ -139,6 +139,42 @@ class ModelConfig:
         return f"{name} {self.layers}x{self.hidden} ({self.level})"
 
 
+POOLINGS = ("last", "mean", "max")
+
+
+@dataclass(frozen=True)
+class ClassifyConfig(ModelConfig):
+    """A many-to-one classifier: the LM's embedding and recurrent stack, pooled, then a linear head.
+
+    Tensors: embedding.weight and rnn.* as ModelConfig's (nn.Embedding, nn.LSTM/GRU/RNN), then
+    head.weight (C, H*dirs) and head.bias (C,) (nn.Linear); no decoder.
+    """
+    labels: int = 2              # C: classes
+    pooling: str = "last"        # "last": final state of each direction | "mean" | "max" over positions
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.tied:
+            raise CharlmError("a classifier has no decoder to tie to the embedding")
+        if not (_posint(self.labels) and self.labels >= 2):
+            raise CharlmError(f"labels must be an integer >= 2, got {self.labels!r}")
+        if self.pooling not in POOLINGS:
+            raise CharlmError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {k: v for k, v in super().param_shapes().items() if not k.startswith("decoder.")}
+        shapes["head.weight"] = (self.labels, self.hidden * self.directions)
+        shapes["head.bias"] = (self.labels,)
+        return shapes
+
+    def describe(self) -> str:
+        return f"{super().describe()}, {self.pooling} pooling, {self.labels} labels"
+
+
+# The config class of each task's model files (metadata `task`; absent = "lm").
+TASK_CONFIGS = {"lm": ModelConfig, "classify": ClassifyConfig}
+
+
 def _posint(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 

@@ -167,6 +167,11 @@ class LanguageModel:
         return results
 
 
-def load(path) -> LanguageModel:
-    """Load a model file: `charlm.load("model.safetensors")`."""
+def load(path):
+    """Load a model file: `charlm.load("model.safetensors")`; a LanguageModel, or a Classifier
+    (charlm.classifier) when the file holds one."""
+    from charlm.checkpoint import file_task, read_metadata
+    if file_task(read_metadata(path)) == "classify":
+        from charlm.classifier import Classifier
+        return Classifier.load(path)
     return LanguageModel.load(path)

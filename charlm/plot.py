@@ -176,6 +176,45 @@ def plot_log(log_paths, out, x: str = "step", title: str | None = None) -> str:
     return out
 
 
+def plot_confusion(report: dict, out) -> str:
+    """Draw a classifier's confusion matrix (charlm.metrics, rows gold, columns predicted) with its
+    labels on both axes and each cell's count, to `out` (.png, .svg or .pdf)."""
+    import numpy as np
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".png", ".svg", ".pdf"):
+        raise CharlmError(f"--plot {out}: give a .png, .svg or .pdf file name")
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise CharlmError(MISSING_MATPLOTLIB.replace("charlm plot", "--plot")) from None
+    m = np.asarray(report["confusion"])
+    labels = report["labels"]
+    size = max(5.0, 0.45 * len(labels) + 2)
+    fig = Figure(figsize=(size + 1, size), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    rows = np.maximum(m.sum(axis=1, keepdims=True), 1)
+    image = ax.imshow(m / rows, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the gold label's texts")
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if m[i, j]:
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] / rows[i, 0] > 0.5 else "black")
+    ax.set_title(f"accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
+    try:
+        fig.savefig(out, format=suffix[1:])
+    except OSError as e:
+        raise CharlmError(f"--plot {out}: cannot write the plot: {e.strerror or e}") from None
+    return str(out)
+
+
 def summarize_log(path) -> dict:
     """A run's history from its log: steps, epochs, tokens, wall seconds, mean tokens/s (tokens over wall
     time, validations included), last train loss, best validation loss and its step, validations, and

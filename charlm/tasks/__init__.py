@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-_BUILT_IN = {"lm": ("charlm.tasks.lm", "LMTask")}
+_BUILT_IN = {"lm": ("charlm.tasks.lm", "LMTask"), "classify": ("charlm.tasks.classify", "ClassifyTask")}
 _registered: dict[str, type] = {}
 
 
