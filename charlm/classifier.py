@@ -36,6 +36,10 @@ class Classifier:
         self.config, self.vocab, self.labels, self.params = config, vocab, labels, params
         self.meta = meta or {}
 
+    @property
+    def num_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
     @classmethod
     def load(cls, path) -> "Classifier":
         m = load_model(path, task="classify")

@@ -498,8 +498,9 @@ def info(model_path, as_json):
       charlm info -m model.safetensors
     """
     from charlm.errors import CharlmError
+    from charlm.lm import load as load_any_task
     from charlm.plot import model_log_path, summarize_log, summary_line
-    lm = load_model(model_path)
+    lm = load_any_task(model_path)                # a language model or a classifier (its meta: task, labels)
     cfg = lm.config
     d = {"path": model_path, "model": cfg.describe(), "config": json.loads(cfg.to_json()),
          "vocab_size": len(lm.vocab), "parameters": lm.num_params, "meta": lm.meta, "history": None}
