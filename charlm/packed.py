@@ -217,8 +217,9 @@ def forward(cfg: ModelConfig, P, X, layout: Layout, h0=None, masks=None, prefix:
                 caches.append((Xs, hk, ck, Hs, Cs, A, RH))
         X = outs[0] if dirs == 1 else np.concatenate(outs, axis=1)           # (N, H*dirs)
         layers.append(caches)
-    cache = dict(layout=layout, blocks=blocks, masks=masks, prefix=prefix, layers=layers) if for_backward else None
-    return X, final, cache
+    if not for_backward:
+        return X, final, None
+    return X, final, dict(layout=layout, blocks=blocks, masks=masks, prefix=prefix, dtype=dtype, layers=layers)
 
 
 def backward(cfg: ModelConfig, P, cache, dout=None, dfinal=None):
@@ -238,7 +239,7 @@ def backward(cfg: ModelConfig, P, cache, dout=None, dfinal=None):
     code = cell_code(cfg)
     n = len(blocks) - 1
     rows = int(np.diff(blocks).max())
-    dtype = cache["layers"][0][0][3].dtype
+    dtype = cache["dtype"]
     offsets, sizes = layout.offsets, layout.batch_sizes
     prev = _prev_rows(layout)                         # row of h_{t-1} in [h0; Hs] for every packed row
     grads, dh0 = {}, np.zeros((L, dirs, 2, B, H), dtype)
