@@ -38,8 +38,9 @@ def classify():
 @click.option("--pooling", type=click.Choice(["last", "mean", "max"]), default="last", show_default=True,
               help="The encoder states into one vector: each direction's final state, or the mean or max "
                    "over positions.")
-@click.option("--class-weights", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
-              help="balanced: weigh each label's examples by 1 / its frequency in the loss.")
+@click.option("--class-weights", type=click.Choice(["none", "balanced", "sqrt"]), default="none", show_default=True,
+              help="balanced: weigh each label's examples by 1 / its frequency in the loss; sqrt: by the "
+                   "square root of that (a milder correction for imbalanced labels).")
 @click.option("--select", type=click.Choice(["accuracy", "macro_f1"]), default="accuracy", show_default=True,
               help="The validation figure that keeps the best model.")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None,

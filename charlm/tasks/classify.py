@@ -23,14 +23,14 @@ from charlm.metrics import classification_report
 from charlm.vocab import Vocab, normalize
 
 SELECTS = ("accuracy", "macro_f1")
-CLASS_WEIGHTS = ("none", "balanced")
+CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 
 
 @dataclass(frozen=True)
 class ClassifyTrainConfig(RunConfig):
     """The classifier's training options: the engine's, and how its batches and loss are made."""
     embed_dropout: float = _opt(0.0, CHANGEABLE)   # p of dropping a unit of the embedding
-    class_weights: str = _opt("none", FIXED)       # "balanced": class c weighs S / (C * count_c) in the loss
+    class_weights: str = _opt("none", FIXED)       # "balanced": class c weighs S / (C count_c); "sqrt": its root
     select: str = _opt("accuracy", FIXED)          # the validation metric that keeps the best model
     freeze_encoder: bool = _opt(False, CHANGEABLE)  # train the head only (embedding and stack fixed)
 
@@ -125,10 +125,12 @@ class ClassifyTask:
         self.steps_per_epoch = len(buckets.batches(self.lengths, tc.batch_size, tc.seed, 0))
         self.digests = {"train": _digest(data.train, data.train_y), "valid": _digest(data.valid, data.valid_y)}
         counts = np.bincount(data.train_y, minlength=cfg.labels)
-        if tc.class_weights == "balanced":
+        if tc.class_weights != "none":
             if (counts == 0).any():
-                raise CharlmError("--class-weights balanced: a label has no training line")
+                raise CharlmError(f"--class-weights {tc.class_weights}: a label has no training line")
             self.weights = len(data.train_y) / (cfg.labels * counts)       # (C,)
+            if tc.class_weights == "sqrt":
+                self.weights = np.sqrt(self.weights)
         else:
             self.weights = None
         self._epoch_batches = (None, None)
