@@ -233,6 +233,8 @@ def train(ctx, corpus, out, level, lowercase, min_count, max_vocab, cell, activa
             threads = min(state.progress["threads"], os.cpu_count() or 1)
             set_threads(threads)
     p = params
+    from charlm.engine import check_outputs
+    check_outputs(out, [*corpus, p["valid_path"]])           # before reading: no output may be an input
     if not (p["epochs"] or p["max_steps"] or p["time_budget"]):
         p["epochs"] = 1
     p["embed"] = p["embed"] or p["hidden"]
@@ -535,10 +537,14 @@ def info(model_path, as_json):
 @click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Timed windows.")
 @click.option("--sample-tokens", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--ragged", "ragged_from", type=click.Path(dir_okay=False), default=None,
+              help="Instead: a bidirectional tagger on batches of --batch-size sentences with the lengths of "
+                   "this file's sentences (CoNLL-U, or words per line), packed, beside the same tokens in "
+                   "equal-length batches.")
 @json_option
 @threads_option
 def bench(cell, activation, gru_variant, peephole, vocab, embed, hidden, layers, batch_size, seq_len, steps,
-          sample_tokens, as_json, threads):
+          sample_tokens, ragged_from, as_json, threads):
     """Measure training, evaluation and sampling speed for a model shape on random data.
 
     The last line is one JSON object with train_tok_s, eval_tok_s and sample_tok_s.
@@ -553,6 +559,21 @@ def bench(cell, activation, gru_variant, peephole, vocab, embed, hidden, layers,
     cfg = ModelConfig(cell=cell, activation=activation, gru_variant=gru_variant, peephole=peephole, layers=layers,
                       hidden=hidden, embed=embed or hidden, vocab_size=vocab)
     _compile_notice(lambda m: click.echo(m, err=True))
+    if ragged_from:
+        from dataclasses import replace
+        from charlm.bench_ragged import lengths_of, run_ragged
+        lengths = lengths_of(ragged_from)
+        cfg = replace(cfg, bidirectional=True)
+        with compute_threads(threads):
+            rows = [run_ragged(cfg, lengths, batch_size, steps, mode) for mode in ("ragged", "fixed")]
+        r = {"ragged": rows[0], "fixed": rows[1],
+             "ragged_over_fixed": {k: round(rows[0][k] / rows[1][k], 3) for k in ("train_tok_s", "eval_tok_s")}}
+        if not as_json:
+            for row in rows:
+                click.echo(f"{row['cell']}, {row['mode']} batches of {batch_size}: train {row['train_tok_s']:,} "
+                           f"tok/s, eval {row['eval_tok_s']:,} tok/s")
+        click.echo(json.dumps(r))
+        return
     with compute_threads(threads):
         r = run(cfg, batch_size, seq_len, steps, sample_tokens)
     if not as_json:

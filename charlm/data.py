@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import codecs
 import os
+import stat
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
@@ -40,7 +42,7 @@ def iter_text(path: PathLike, encoding_errors: str = "strict", chunk_bytes: int 
     started = False  # some text was decoded, so a BOM can no longer come
     cr = ""          # a "\r" that ended the previous chunk: a "\n" starting this one belongs to it
     try:
-        f = open(path, "rb")
+        f = _open_binary(path)
     except OSError as e:
         raise _file_error(path, e) from None
     with f:
@@ -79,6 +81,52 @@ def _decode(decoder, data: bytes, path: PathLike, offset: int, chunk_bytes: int)
                           f"--encoding-errors replace to read bad bytes as U+FFFD") from None
 
 
+class ReadOnce:
+    """A text source that cannot be read twice (a FIFO, `<(cmd)`, /dev/stdin): its bytes are copied once
+    into an anonymous temp file ($TMPDIR), and every read of it comes from that copy. Copying stops at
+    the first chunk holding a NUL byte (the reader then reports a binary file), so /dev/zero ends too."""
+
+    def __init__(self, path: PathLike):
+        self.path = path
+        self._copy = tempfile.TemporaryFile()
+        try:
+            with open(path, "rb") as src:
+                while data := src.read(CHUNK_BYTES):
+                    self._copy.write(data)
+                    if b"\0" in data:
+                        break
+            self._copy.flush()
+        except OSError as e:
+            self._copy.close()
+            raise _file_error(path, e) from None
+
+    def open(self):
+        fd = os.dup(self._copy.fileno())
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.fdopen(fd, "rb")
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    __repr__ = __str__
+
+
+def read_once(paths: Iterable[PathLike]) -> list:
+    """The paths, each one that is not a regular file (nor a folder) read once into a ReadOnce."""
+    out = []
+    for p in paths:
+        try:
+            mode = os.stat(p).st_mode
+        except (OSError, ValueError):
+            mode = stat.S_IFREG  # missing or unreadable: the reader says so
+        out.append(p if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or isinstance(p, ReadOnce) else ReadOnce(p))
+    return out
+
+
+def _open_binary(path):
+    return path.open() if isinstance(path, ReadOnce) else open(path, "rb")
+
+
 def _file_error(path: PathLike, e: OSError) -> CharlmError:
     """The one-line message for a file that cannot be opened or read."""
     if isinstance(e, FileNotFoundError):
@@ -96,7 +144,9 @@ def _line_at(path: PathLike, offset: int, chunk_bytes: int) -> int:
     Used on the error path only, so it simply reads the file again up to `offset`, in the same chunks.
     """
     breaks, cr = 0, False  # cr: the previous block ended with "\r"
-    with open(path, "rb") as f:
+    if not isinstance(path, ReadOnce) and not os.path.isfile(path):
+        return 0  # a stream that cannot be read again: the line is unknown
+    with _open_binary(path) as f:
         while offset > 0 and (data := f.read(min(offset, chunk_bytes))):
             offset -= len(data)
             breaks += data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n") - (cr and data[:1] == b"\n")
@@ -158,7 +208,7 @@ def _pieces(path: PathLike, level: str, lowercase: bool, encoding_errors: str, c
 
 def _path_list(paths: PathLike | Iterable[PathLike]) -> list[PathLike]:
     """One path or several, as a list."""
-    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    return [paths] if isinstance(paths, (str, os.PathLike, ReadOnce)) else list(paths)
 
 
 def count_tokens(paths: PathLike | Iterable[PathLike], level: str, lowercase: bool,

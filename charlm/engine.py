@@ -31,6 +31,11 @@ The task interface (duck-typed; charlm.tasks.lm.LMTask is the reference implemen
     advance(position) -> (position, epoch_end)    the next batch; at an epoch's end the engine calls
     new_epoch()                  (the LM's state restarts from zero)
     evaluate(P) -> dict          the validation metrics (no randomness)
+    reference_loss: float        optional: the training loss of a uniform guess (the LM: ln V); with it
+                                 the engine stops a run whose loss explodes far above it (divergence)
+    inputs: tuple[str, ...]      optional: the files the task reads; no output of the run may be one of
+                                 them (the engine also takes the paths under run_config's "corpus",
+                                 "data", "valid" and "init_from" keys)
     final_metrics(path) -> dict  the exact figures of the model saved at `path`, after the run
     save_model(path, P, meta)    writes the model file with the engine's metadata strings added
 
@@ -48,8 +53,18 @@ Reliability:
   state of the last good step; the model file is not touched. With on_nonfinite="skip" the step is
   skipped (no update, nothing committed) and counted, up to MAX_SKIPS_IN_A_ROW in a row. Nothing
   non-finite is ever saved.
+- Divergence that is not NaN: once DIVERGE_MIN_STEPS steps are applied, if the mean training loss of
+  the last DIVERGE_WINDOW steps exceeds DIVERGE_FACTOR x the task's reference_loss (a uniform guess),
+  the run raises TrainingDiverged too, before that step's validation or saves; nothing more is saved.
+  A model is never saved while that mean (over however many steps there are) is that high.
 - Saves are atomic (checkpoint.write_atomic). A kill during a save leaves the previous file intact and
   possibly a `.NAME.*.tmp` file beside it; the next run on the same output removes those.
+- Files (charlm.runfiles): before anything is written, every output (model, run state, log, lock and
+  temp files) is compared with the inputs by device and inode: the same file, a symlink or a hard link
+  to an input is an error. One writer per output: a run holds an flock on `.NAME.lock` from start to
+  end, a second run on the same output is refused naming the first one's pid. The log is written to a
+  temp file until the run's first model save and renamed over the old log then (a symlink there is
+  replaced, never followed), so the log beside a model is the log of that model's run.
 """
 from __future__ import annotations
 
@@ -68,7 +83,8 @@ from pathlib import Path
 import numpy as np
 
 from charlm import __version__
-from charlm.checkpoint import read_metadata, write_atomic
+from charlm import runfiles
+from charlm.checkpoint import read_metadata
 from charlm.config import FIXED
 from charlm.errors import CharlmError
 from charlm.optim import clip_grads, make_optimizer
@@ -78,6 +94,9 @@ from charlm.threads import compute_threads
 NONFINITE_POLICIES = ("stop", "skip")
 MAX_SKIPS_IN_A_ROW = 20    # --on-nonfinite skip: this many non-finite steps in a row stop the run anyway
 LOG_EVERY = 50             # steps between training records in the log
+DIVERGE_WINDOW = 50        # divergence: the mean training loss of this many recent steps ...
+DIVERGE_FACTOR = 3.0       # ... above this many times the task's reference_loss (the LM: ln V) ...
+DIVERGE_MIN_STEPS = 5      # ... once at least this many steps are in the window (any number before a save)
 
 
 class TrainingDiverged(CharlmError):
@@ -123,8 +142,34 @@ def run(task, out, *, progress: bool = True, log=lambda msg: print(msg, file=sys
         raise CharlmError(f"--checkpoint-every must be an integer >= 0, got {checkpoint_every!r}")
     if resume is not None:
         check_resume(resume, task, state_path(out))
-    with compute_threads(threads):
+    check_outputs(out, run_inputs(task, run_config))
+    with runfiles.RunLock(out), compute_threads(threads):
+        check_outputs(out, run_inputs(task, run_config))        # again, now that no other run can write
         return _Run(task, str(out), progress, log, resume, checkpoint_every, on_nonfinite, run_config or {}).run()
+
+
+def run_outputs(out) -> list[tuple[str, str]]:
+    """(path, what) of every file a run on `out` writes (temp files are found beside each)."""
+    out = os.fspath(out)
+    return [(out, "--out"), (state_path(out), "the run state"), (str(log_path(out)), "the training log"),
+            (runfiles.lock_path(out), "the lock file")]
+
+
+def run_inputs(task, run_config=None) -> list[str]:
+    """The files a run reads: the task's `inputs` and run_config's corpus, data, valid, init_from."""
+    paths = list(getattr(task, "inputs", ()) or ())
+    for key in ("corpus", "data", "valid", "init_from"):
+        v = (run_config or {}).get(key)
+        paths += [v] if isinstance(v, str) else [p for p in v if isinstance(p, str)] if isinstance(v, list) else []
+    return paths
+
+
+def check_outputs(out, inputs) -> None:
+    """CharlmError if a file the run on `out` writes is one of `inputs` (same device and inode: same name,
+    symlink or hard link). A resumed run reads its own run state: that one may be rewritten."""
+    outputs = run_outputs(out)
+    runfiles.check_inputs(outputs, inputs)
+    runfiles.check_inputs([o for o in outputs if o[0] != state_path(out)], [state_path(out)])
 
 
 def check_resume(st: RunState, task, where) -> None:
@@ -260,7 +305,9 @@ class _Run:
                 "step": str(self.step), "best_" + self.task.select: repr(self.best), "run_id": self.run_id,
                 "keep": self.tc.keep}
         self._check_finite()
+        self._check_exploded(min_steps=1)
         self.task.save_model(self.out, self.P, meta)
+        self.log_file.publish()               # the log beside the model is now this run's
 
     def elapsed(self) -> float:
         return self.elapsed0 + time.perf_counter() - self.t0
@@ -328,6 +375,7 @@ class _Run:
             self.tokens += tokens
             self.recent = (self.recent + [loss])[-100:]
             self.skips_in_row = 0
+            self._check_exploded()
         else:
             self._nonfinite(loss, norm, rng_before)
         self.step += 1
@@ -372,6 +420,21 @@ class _Run:
         in_row = f" ({self.skips_in_row + 1} steps in a row)" if self.on_nonfinite == "skip" else ""
         raise TrainingDiverged(f"training diverged at step {self.step + 1}: non-finite {what}{in_row}; "
                                f"{kept}; {saved}")
+
+    def _check_exploded(self, min_steps=DIVERGE_MIN_STEPS):
+        """Divergence without NaN: the recent training loss far above the task's uniform-guess loss."""
+        ref = getattr(self.task, "reference_loss", None)
+        window = self.recent[-DIVERGE_WINDOW:]
+        if ref is None or len(window) < max(1, min_steps):
+            return
+        mean = float(np.mean(window))
+        if not mean > DIVERGE_FACTOR * ref:
+            return
+        self._write_log({"step": self.step + 1, "event": "diverged", "loss": mean})
+        kept = f"{self.out} is unchanged" if os.path.exists(self.out) else f"nothing was saved to {self.out}"
+        raise TrainingDiverged(f"training diverged at step {self.step + 1}: the mean training loss of the last "
+                               f"{len(window)} steps is {mean:.4g}, more than {DIVERGE_FACTOR:g} x {ref:.4g} (the "
+                               f"loss of a uniform guess); {kept}; start again with a lower --lr or a --clip value")
 
     def _validate(self, scheduled: bool):
         """The task's validation metrics (no randomness used). A scheduled validation drives the
@@ -418,11 +481,11 @@ class _Run:
     # ------------------------------------------------------------------------------ files, log
 
     def _clean_stale_temp_files(self):
-        """Remove temp files that a killed save of this output left behind (`.NAME.*.tmp`, see write_atomic)."""
-        directory = os.path.dirname(os.path.abspath(self.out))
+        """Remove temp files that a killed save of this output left behind (`.NAME.*.tmp`, see write_atomic).
+        The run holds the output's lock, so no other run is writing them."""
         removed = 0
-        for name in (os.path.basename(self.out), os.path.basename(self.state_path), self.log_path.name):
-            for tmp in glob.glob(os.path.join(glob.escape(directory), "." + glob.escape(name) + ".*.tmp")):
+        for path in (self.out, self.state_path, self.log_path):
+            for tmp in glob.glob(runfiles.temp_pattern(path)):
                 try:
                     os.unlink(tmp)
                     removed += 1
@@ -432,29 +495,26 @@ class _Run:
             self.log(f"removed {removed} temp file(s) left by an interrupted save")
 
     def _open_log(self):
-        """A new run starts a new log; a resumed one keeps the records up to its step and appends."""
+        """A new run starts a new log, which replaces the old one at its first model save (runfiles.RunLog);
+        a resumed one keeps the records up to its step and appends."""
         if self.resumed_from is None:
-            return open(self.log_path, "w", encoding="utf-8")
+            return runfiles.RunLog(self.log_path)
         kept = []
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    try:
-                        record = json.loads(line)
-                    except ValueError:                 # a line cut short by a kill
-                        continue
-                    if isinstance(record, dict) and isinstance(record.get("step"), (int, float)) \
-                            and record["step"] <= self.step:
-                        kept.append(line if line.endswith("\n") else line + "\n")
-        except OSError:
-            pass
+        for line in runfiles.read_own_log(self.log_path):
+            try:
+                record = json.loads(line)
+            except ValueError:                 # a line cut short by a kill
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), (int, float)) \
+                    and record["step"] <= self.step:
+                kept.append(line if line.endswith("\n") else line + "\n")
         kept.append(json.dumps({"step": self.step, "event": "resumed", "wall": round(self.elapsed0, 3)}) + "\n")
-        write_atomic(self.log_path, "".join(kept).encode("utf-8"), what="training log")
-        return open(self.log_path, "a", encoding="utf-8")
+        log = runfiles.RunLog(self.log_path, "".join(kept))
+        log.publish()                          # the model beside it is this run's
+        return log
 
     def _write_log(self, record):
-        self.log_file.write(json.dumps(record) + "\n")
-        self.log_file.flush()
+        self.log_file.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
 
     def _record(self, metrics, norm):
         elapsed = self.elapsed()
@@ -477,6 +537,17 @@ class _Run:
             left = max(0, int(self.tc.time_budget - self.elapsed()))
             parts.append(f"{left // 60}:{left % 60:02d} left")
         return ", ".join(parts)
+
+
+def _json_safe(v):
+    """A record with every non-finite float as null: the log is strict JSON (RFC 8259)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
 
 
 def log_path(out: str) -> Path:

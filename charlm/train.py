@@ -28,6 +28,7 @@ class Corpus:
     train: np.ndarray     # (N,) int32 training stream
     valid: np.ndarray     # (M,) int32 validation stream
     source: str = ""      # the files it was read from, for messages
+    paths: tuple = ()     # the files read (training, then validation): no output may be one of them
 
 
 @dataclass
@@ -57,7 +58,10 @@ class TrainResult:
 def load_corpus(paths, level="char", lowercase=False, min_count=1, max_vocab=None, valid_path=None,
                 valid_fraction=0.05, encoding_errors="strict") -> Corpus:
     """Read the training files (and the validation file) into id streams with a vocabulary built from the
-    training text only: when the validation text is the corpus' tail, it is left out of the counts."""
+    training text only: when the validation text is the corpus' tail, it is left out of the counts.
+    Each file is read once from disk (a FIFO or `<(cmd)` too: data.read_once)."""
+    names = data._path_list(paths) + ([valid_path] if valid_path is not None else [])
+    paths = data.read_once(data._path_list(paths))
     counts = data.count_tokens(paths, level, lowercase, encoding_errors)
     if not counts and level == "char":
         raise CharlmError(f"{_names(paths)}: no text to train on (the corpus is empty)")
@@ -80,12 +84,12 @@ def load_corpus(paths, level="char", lowercase=False, min_count=1, max_vocab=Non
     remap = np.array([vocab.index.get(t, vocab.unk_id) for t in tokens], np.int32)
     remap[full.eos_id] = vocab.eos_id
     if valid_path is not None:
-        valid_ids = data.encode_file(valid_path, vocab, encoding_errors)
+        valid_ids = data.encode_file(data.read_once([valid_path])[0], vocab, encoding_errors)
         if len(valid_ids) == 0:
             raise CharlmError(f"{valid_path}: the validation file is empty")
     else:
         valid_ids = remap[valid_ids]
-    return Corpus(vocab, remap[train_ids], valid_ids, _names(paths))
+    return Corpus(vocab, remap[train_ids], valid_ids, _names(paths), tuple(os.fspath(p) for p in names))
 
 
 def _names(paths) -> str:

@@ -49,6 +49,8 @@ class LMTask:
         self.valid_streams = evaluate.split_streams(corpus.valid, VALID_STREAMS)
         self.digests = {"train": ids_digest(corpus.train), "valid": ids_digest(corpus.valid)}
         self.carry = model.zero_state(cfg, tc.batch_size)                        # (L, 2, B, H)
+        self.reference_loss = math.log(cfg.vocab_size)           # a uniform guess: the divergence rule's scale
+        self.inputs = tuple(getattr(corpus, "paths", ()))        # no output may be one of these files
 
     # --------------------------------------------------------------------------- the engine's calls
 

@@ -1,0 +1,261 @@
+"""Reliability, round two (issue 20): a hostile or careless user never loses a file.
+
+- An output (model, run state, log, lock, temp files) that is the same file as an input (same name,
+  symlink, hard link) is refused before anything is written.
+- The log belongs to the model beside it: a symlink at its path is replaced, not followed; a new run
+  killed before its first save leaves the old model's log as it was.
+- One writer per model: a second run on the same -o is refused naming the first run's pid; the lock of
+  a killed run blocks nobody.
+- A FIFO or `<(cat file)` corpus is read once and trains exactly as the regular file does.
+
+Every corpus is generated here, in tmp_path.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from charlm.checkpoint import load_model
+from support import invoke, ok, one_line_error
+
+TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--seq-len", "8", "--threads", "1", "-q"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_corpus(path, lines=400, seed=0) -> Path:
+    r = random.Random(seed)
+    words = "the quick brown fox jumps over a lazy dog and the cat sat on its mat".split()
+    Path(path).write_text("\n".join(" ".join(r.choice(words) for _ in range(8)) for _ in range(lines)) + "\n",
+                          encoding="utf-8")
+    return Path(path)
+
+
+def charlm(*args, cwd, **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-m", "charlm", *[str(a) for a in args]], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_until(condition, proc, timeout=60.0):
+    end = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"charlm ended early ({proc.returncode}): {out}\n{err}")
+        if time.monotonic() > end:
+            proc.kill()
+            pytest.fail("timed out")
+        time.sleep(0.02)
+
+
+def snapshot(directory) -> dict:
+    """name -> bytes (or link target) of every entry of a folder."""
+    out = {}
+    for name in sorted(os.listdir(directory)):
+        p = os.path.join(directory, name)
+        out[name] = ("link", os.readlink(p)) if os.path.islink(p) else Path(p).read_bytes()
+    return out
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return make_corpus(tmp_path / "c.txt")
+
+
+# ------------------------------------------------------------------------ 1. outputs that are inputs
+
+SAME_FILE_CASES = {
+    "model is the corpus": (["c.txt"], "c.txt", "--out c.txt", None),
+    "model is --valid": (["c.txt", "--valid", "v.txt"], "v.txt", "--out v.txt", None),
+    "model is a hard link to the corpus": (["c.txt"], "hard.txt", "--out hard.txt", "hard"),
+    "model is a symlink to the corpus": (["c.txt"], "sym.txt", "--out sym.txt", "sym"),
+    "log is the corpus": (["run.log.jsonl"], "run.safetensors", "training log", "log-corpus"),
+    "state is the corpus": (["m.safetensors.state"], "m.safetensors", "run state", "state-corpus"),
+    "log is a symlink to --valid": (["c.txt", "--valid", "v.txt"], "m.safetensors", "training log", "log-link"),
+    "temp file is the corpus": ([".m.safetensors.x1.tmp"], "m.safetensors", "--out", "tmp-corpus"),
+    "lock file is the corpus": ([".m.safetensors.lock"], "m.safetensors", "lock file", "lock-corpus"),
+}
+
+
+@pytest.mark.parametrize("case", SAME_FILE_CASES)
+def test_output_that_is_an_input_is_refused_and_nothing_changes(case, tmp_path, monkeypatch):
+    args, out, fragment, setup = SAME_FILE_CASES[case]
+    monkeypatch.chdir(tmp_path)
+    make_corpus("c.txt")
+    make_corpus("v.txt", lines=60, seed=1)
+    if setup == "hard":
+        os.link("c.txt", "hard.txt")
+    elif setup == "sym":
+        os.symlink("c.txt", "sym.txt")
+    elif setup == "log-corpus":
+        shutil.copy("c.txt", "run.log.jsonl")
+    elif setup == "state-corpus":
+        shutil.copy("c.txt", "m.safetensors.state")
+    elif setup == "log-link":
+        os.symlink("v.txt", "m.log.jsonl")
+    elif setup == "tmp-corpus":
+        shutil.copy("c.txt", ".m.safetensors.x1.tmp")
+    elif setup == "lock-corpus":
+        shutil.copy("c.txt", ".m.safetensors.lock")
+    before = snapshot(tmp_path)
+    line = one_line_error(invoke("train", *args, *TINY, "--max-steps", 3, "-o", out), fragment, "same file")
+    assert "overwrite the input" in line
+    assert snapshot(tmp_path) == before
+
+
+def test_the_engine_refuses_too_for_any_task(corpus, tmp_path):
+    """engine.run itself checks (tasks other than the LM get it): through the library API."""
+    from charlm.config import ModelConfig, TrainConfig
+    from charlm.errors import CharlmError
+    from charlm.train import load_corpus, train
+    data = load_corpus([corpus])
+    cfg = ModelConfig(hidden=8, embed=8, layers=1, vocab_size=len(data.vocab))
+    with pytest.raises(CharlmError, match="same file"):
+        train(data, corpus, cfg, TrainConfig(batch_size=4, seq_len=8, max_steps=2), progress=False, log=lambda m: None)
+    assert corpus.read_bytes() == make_corpus(tmp_path / "again.txt").read_bytes()
+
+
+# --------------------------------------------------------------------------- 2. the log and its model
+
+def test_symlink_at_the_log_path_is_replaced_not_followed(corpus, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    os.symlink(victim, tmp_path / "m.log.jsonl")
+    ok(invoke("train", corpus, *TINY, "--max-steps", 3, "-o", tmp_path / "m.safetensors"))
+    assert victim.read_text() == "precious\n"
+    log = tmp_path / "m.log.jsonl"
+    assert not log.is_symlink()
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [3]
+
+
+def test_new_run_killed_before_its_first_save_leaves_the_old_log_and_lock_blocks_nobody(corpus, tmp_path):
+    out, log = tmp_path / "m.safetensors", tmp_path / "m.log.jsonl"
+    ok(invoke("train", corpus, *TINY, "--max-steps", 60, "-o", out))
+    old_model, old_log = out.read_bytes(), log.read_bytes()
+    # A new run that validates (and so saves) only at step 10**6: kill it while it logs.
+    proc = charlm("train", corpus, *TINY, "--max-steps", 10 ** 6, "--valid-every", 10 ** 6, "-o", out, cwd=tmp_path)
+    temp_logs = lambda: [p for p in glob.glob(str(tmp_path / ".m.log.jsonl.*.tmp")) if os.path.getsize(p) > 0]
+    wait_until(lambda: temp_logs(), proc)
+    assert os.path.exists(tmp_path / ".m.safetensors.lock")
+    proc.kill()
+    proc.wait(timeout=30)
+    assert out.read_bytes() == old_model and log.read_bytes() == old_log      # info and plot still agree
+    # The killed run's lock file and temp log are left; the next run is not blocked and removes them.
+    result = ok(invoke("train", corpus, *TINY, "--max-steps", 3, "-o", out, "-q"))
+    assert glob.glob(str(tmp_path / ".*.tmp")) == [] and not os.path.exists(tmp_path / ".m.safetensors.lock")
+    assert load_model(out).meta["step"] == "3", result.output
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [3]
+
+
+# ------------------------------------------------------------------------------ 3. one writer per model
+
+def test_second_writer_is_refused_naming_the_first_runs_pid(corpus, tmp_path):
+    out = tmp_path / "m.safetensors"
+    first = charlm("train", corpus, *TINY, "--max-steps", 10 ** 6, "--valid-every", 20, "-o", out, cwd=tmp_path)
+    try:
+        wait_until(lambda: out.exists(), first)                    # it has saved at least once
+        line = one_line_error(invoke("train", corpus, *TINY, "--max-steps", 3, "-o", out), "in use",
+                              f"pid {first.pid}")
+        assert str(out) in line
+        # the refused run left the first run's temp files alone: the first run goes on and stops cleanly
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=60)
+        assert first.returncode == 130, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert load_model(out).meta["run_id"]
+    records = [json.loads(line) for line in (tmp_path / "m.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "valid_loss" in r] == sorted(r["step"] for r in records if "valid_loss" in r)
+
+
+# ------------------------------------------------------------------------------- 4. FIFO, <(cat file)
+
+def test_fifo_corpus_and_valid_are_read_once_and_train_like_the_file(corpus, tmp_path):
+    valid = make_corpus(tmp_path / "v.txt", lines=60, seed=1)
+    ok(invoke("train", corpus, "--valid", valid, *TINY, "--max-steps", 5, "-o", tmp_path / "ref.safetensors"))
+    fifo, vfifo = tmp_path / "corpus.fifo", tmp_path / "valid.fifo"
+    os.mkfifo(fifo)
+    os.mkfifo(vfifo)
+    writers = [threading.Thread(target=lambda src=src, dst=dst: Path(dst).write_bytes(Path(src).read_bytes()),
+                                daemon=True) for src, dst in ((corpus, fifo), (valid, vfifo))]
+    for w in writers:
+        w.start()
+    proc = charlm("train", fifo, "--valid", vfifo, *TINY, "--max-steps", 5, "-o", "f.safetensors", cwd=tmp_path)
+    try:
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    ref, got = load_model(tmp_path / "ref.safetensors").params, load_model(tmp_path / "f.safetensors").params
+    assert all(ref[k].tobytes() == got[k].tobytes() for k in ref)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash for <(...)")
+def test_process_substitution_corpus_trains_like_the_file(corpus, tmp_path):
+    ok(invoke("train", corpus, *TINY, "--max-steps", 5, "-o", tmp_path / "ref.safetensors"))
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = f'"{sys.executable}" -m charlm train <(cat c.txt) {" ".join(TINY)} --max-steps 5 -o p.safetensors'
+    proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    ref, got = load_model(tmp_path / "ref.safetensors").params, load_model(tmp_path / "p.safetensors").params
+    assert all(ref[k].tobytes() == got[k].tobytes() for k in ref)
+
+
+def test_endless_binary_stream_is_refused(tmp_path):
+    one_line_error(invoke("train", "/dev/zero", *TINY, "--max-steps", 3, "-o", tmp_path / "z.safetensors"),
+                   "looks binary")
+    assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------ 5. divergence that is not NaN
+
+@pytest.mark.parametrize("lr", ["10000", "1e30"])
+def test_loss_far_above_a_uniform_guess_stops_with_exit_3_and_saves_nothing(lr, corpus, tmp_path):
+    """The issue's case: sgd, no clip, an absurd --lr: finite losses of 10^4 nats and more."""
+    out = tmp_path / "d.safetensors"
+    line = one_line_error(invoke("train", corpus, "--hidden", 32, "--optimizer", "sgd", "--lr", lr, "--clip", 0,
+                                 "--max-steps", 300, "--threads", 1, "-q", "-o", out),
+                          "training diverged", "uniform guess", "--lr", "--clip", code=3)
+    assert "nothing was saved" in line
+    assert sorted(os.listdir(tmp_path)) == ["c.txt"]
+
+
+def test_divergence_keeps_an_earlier_good_model(corpus, tmp_path):
+    out = tmp_path / "m.safetensors"
+    ok(invoke("train", corpus, *TINY, "--max-steps", 20, "-o", out))
+    good = out.read_bytes()
+    one_line_error(invoke("train", corpus, *TINY, "--optimizer", "sgd", "--lr", "1e4", "--clip", 0,
+                          "--max-steps", 300, "-o", out), "diverged", f"{out} is unchanged", code=3)
+    assert out.read_bytes() == good
+
+
+def test_normal_training_never_trips_the_divergence_rule(tmp_path):
+    """Negative control: a high but sane learning rate trains on (the rule's threshold is 3 ln V)."""
+    corpus = make_corpus(tmp_path / "c.txt")
+    ok(invoke("train", corpus, *TINY, "--lr", "0.05", "--max-steps", 200, "-o", tmp_path / "m.safetensors"))
+
+
+def test_divergence_rule_uses_the_tasks_reference_loss(corpus):
+    from charlm import engine
+    from charlm.config import ModelConfig, TrainConfig
+    from charlm.tasks.lm import LMTask
+    from charlm.train import load_corpus
+    data = load_corpus([corpus])
+    task = LMTask(data, ModelConfig(hidden=8, embed=8, layers=1, vocab_size=len(data.vocab)),
+                  TrainConfig(batch_size=4, seq_len=8))
+    assert task.reference_loss == pytest.approx(np.log(len(data.vocab)))
+    assert engine.DIVERGE_FACTOR * task.reference_loss < 20
