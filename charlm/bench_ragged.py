@@ -134,3 +134,28 @@ def run_ragged(cfg: ModelConfig, lengths, batch: int = 32, steps: int = 10, mode
             "threading_layer": numba.threading_layer(), "batch": batch, "steps": steps, "tokens": tokens,
             "train_tok_s": round(tokens / train_s), "eval_tok_s": round(tokens / eval_s),
             "last_loss": round(losses[-1], 4)}
+
+
+def lengths_of(path) -> list[int]:
+    """Sequence lengths of a file: words per sentence of a CoNLL-U file (token lines whose ID is an
+    integer), else words per non-blank line."""
+    from charlm.data import iter_text
+    from charlm.errors import CharlmError
+    text = "".join(iter_text(path))
+    if str(path).endswith(".conllu"):
+        lengths, n = [], 0
+        for line in text.split("\n"):
+            if not line.strip():
+                if n:
+                    lengths.append(n)
+                n = 0
+            elif not line.startswith("#") and line.split("\t", 1)[0].isdigit():
+                n += 1
+        if n:
+            lengths.append(n)
+    else:
+        lengths = [len(line.split()) for line in text.split("\n") if line.strip()]
+    if not lengths:
+        raise CharlmError(f"--ragged {path}: no sentences to take lengths from")
+    return lengths
+
