@@ -171,8 +171,75 @@ class ClassifyConfig(ModelConfig):
         return f"{super().describe()}, {self.pooling} pooling, {self.labels} labels"
 
 
+@dataclass(frozen=True)
+class TagConfig(ModelConfig):
+    """A many-to-many tagger: per token, a word embedding and (char_features) the final states of a
+    character BiRNN over the word's letters, into a stack of recurrent layers, then a linear head.
+
+    Tensors: embedding.weight (V, E) (nn.Embedding); char_embedding.weight (chars, char_embed) and
+    char_rnn.* (one bidirectional layer of `cell`, nn.LSTM/GRU/RNN names) when char_features; rnn.* whose
+    layer 0 reads embed + 2 char_hidden inputs; head.weight (C, H*dirs), head.bias (C,) (nn.Linear).
+    """
+    level: str = "word"          # the word vocabulary is word level
+    bidirectional: bool = True   # the word stack reads both ways (a tagger sees the words after a word)
+    tags: int = 2                # C: tags
+    chars: int = 2               # characters in the char vocabulary, <unk> included
+    char_embed: int = 32         # size of a character's embedding
+    char_hidden: int = 64        # hidden units of the char BiRNN per direction
+    char_features: bool = True   # False: words only (--no-char)
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks = [
+            (self.level == "word", f"a tagger's vocabulary is word level, got level {self.level!r}"),
+            (not self.tied, "a tagger has no decoder to tie to the embedding"),
+            (_posint(self.tags) and self.tags >= 2, f"tags must be an integer >= 2, got {self.tags!r}"),
+            (_posint(self.chars), f"chars must be a positive integer, got {self.chars!r}"),
+            (_posint(self.char_embed), f"char_embed must be a positive integer, got {self.char_embed!r}"),
+            (_posint(self.char_hidden), f"char_hidden must be a positive integer, got {self.char_hidden!r}"),
+            (isinstance(self.char_features, bool), f"char_features must be true or false, got {self.char_features!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise CharlmError(message)
+
+    def layer_input(self, k: int) -> int:
+        return self.embed + (2 * self.char_hidden if self.char_features else 0) if k == 0 else super().layer_input(k)
+
+    def stack_config(self) -> ModelConfig:
+        """The word stack as charlm.packed sees it: its layer 0 reads layer_input(0) values."""
+        return ModelConfig(level="word", cell=self.cell, layers=self.layers, hidden=self.hidden,
+                           embed=self.layer_input(0), activation=self.activation, gru_variant=self.gru_variant,
+                           peephole=self.peephole, bidirectional=self.bidirectional)
+
+    def char_config(self) -> ModelConfig:
+        """The char BiRNN: one bidirectional layer of the same cell over char_embed inputs."""
+        return ModelConfig(level="char", cell=self.cell, layers=1, hidden=self.char_hidden, embed=self.char_embed,
+                           activation=self.activation, gru_variant=self.gru_variant, peephole=self.peephole,
+                           bidirectional=True)
+
+    def tensor_count(self) -> int:
+        per_layer = 5 if self.cell == "lstm" and self.peephole else 4
+        return 1 + self.layers * self.directions * per_layer + 2 + (1 + 2 * per_layer if self.char_features else 0)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {"embedding.weight": (self.vocab_size, self.embed)}
+        if self.char_features:
+            shapes["char_embedding.weight"] = (self.chars, self.char_embed)
+            shapes.update({"char_" + k: v for k, v in self.char_config().param_shapes().items()
+                           if k.startswith("rnn.")})
+        shapes.update({k: v for k, v in super().param_shapes().items() if k.startswith("rnn.")})
+        shapes["head.weight"] = (self.tags, self.hidden * self.directions)
+        shapes["head.bias"] = (self.tags,)
+        return shapes
+
+    def describe(self) -> str:
+        chars = f" + char bi{self.cell} {self.char_hidden}" if self.char_features else " (no char)"
+        return f"{super().describe()}{chars}, {self.tags} tags"
+
+
 # The config class of each task's model files (metadata `task`; absent = "lm").
-TASK_CONFIGS = {"lm": ModelConfig, "classify": ClassifyConfig}
+TASK_CONFIGS = {"lm": ModelConfig, "classify": ClassifyConfig, "tag": TagConfig}
 
 
 def _posint(v) -> bool:

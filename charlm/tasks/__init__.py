@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import importlib
 
-_BUILT_IN = {"lm": ("charlm.tasks.lm", "LMTask"), "classify": ("charlm.tasks.classify", "ClassifyTask")}
+_BUILT_IN = {"lm": ("charlm.tasks.lm", "LMTask"), "classify": ("charlm.tasks.classify", "ClassifyTask"),
+             "tag": ("charlm.tasks.tag", "TagTask")}
 _registered: dict[str, type] = {}
 
 
