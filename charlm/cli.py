@@ -281,7 +281,7 @@ def train(ctx, corpus, out, level, lowercase, min_count, max_vocab, cell, activa
         d = res.as_dict()
         d.pop("history")
         d["valid_perplexity"] = _exp(res.valid_loss)
-        click.echo(json.dumps(d))
+        click.echo(_dumps(d))
     else:
         how = {"interrupted": "interrupted", "time-budget": "time budget reached"}.get(res.stopped_by, "done")
         skipped = f"; {res.skipped:,} non-finite step{'s' if res.skipped > 1 else ''} skipped" if res.skipped else ""
@@ -309,7 +309,26 @@ def _given(ctx, name) -> bool:
 
 
 def _exp(x):
+    """exp(x), inf where it overflows (a diverged model's loss), None/NaN passed through as NaN."""
+    if x is None or x != x:
+        return math.nan
     return math.exp(x) if x < 700 else math.inf
+
+
+def _finite_or_null(v):
+    """v with every non-finite float (inf, NaN) as None: JSON (RFC 8259) has no such numbers."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite_or_null(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_or_null(x) for x in v]
+    return v
+
+
+def _dumps(obj) -> str:
+    """One --json line: strict JSON, an infinite or undefined figure as null."""
+    return json.dumps(_finite_or_null(obj), ensure_ascii=False, allow_nan=False)
 
 
 @main.command(context_settings=CONTEXT)
@@ -388,7 +407,7 @@ def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_
                           stop_at_eos=stop_at_eos, num_samples=num_samples, seed=seed, beam=beam)
     for i, text in enumerate(texts):
         if as_json:
-            click.echo(json.dumps({"text": text, "index": i, "seed": seed}, ensure_ascii=False))
+            click.echo(_dumps({"text": text, "index": i, "seed": seed}))
         else:
             if i:
                 click.echo()
@@ -426,7 +445,7 @@ def score(texts, model_path, file, per_token, as_json, threads):
         scores = lm.score(texts, per_token=per_token)
     for s in scores:
         if as_json:
-            click.echo(json.dumps(s.as_dict(), ensure_ascii=False))
+            click.echo(_dumps(s.as_dict()))
             continue
         click.echo(f"{s.logprob:.4f}\t{s.tokens}\t{s.perplexity:.4f}\t{_one_line(s.text)}")
         for tok, lp, unk in s.per_token or ():
@@ -481,7 +500,7 @@ def perplexity(files, model_path, encoding_errors, quiet, as_json, threads):
     if as_json:
         total = results[-1].as_dict()
         total["files"] = [r.as_dict() for r in (results[:-1] if len(results) > 1 else results)]
-        click.echo(json.dumps(total))
+        click.echo(_dumps(total))
         return
     for r in results:
         click.echo(f"{r.name}: perplexity {r.perplexity:.4f}, {r.bits_per_token:.4f} bits/{unit}, "
@@ -513,7 +532,7 @@ def info(model_path, as_json):
         except CharlmError:
             pass                     # a damaged log does not stop `info`
     if as_json:
-        click.echo(json.dumps(d, ensure_ascii=False))
+        click.echo(_dumps(d))
         return
     click.echo(f"{model_path}: {cfg.describe()}, {lm.num_params:,} parameters, vocabulary {len(lm.vocab):,}")
     for k, v in d["config"].items():
@@ -572,7 +591,7 @@ def bench(cell, activation, gru_variant, peephole, vocab, embed, hidden, layers,
             for row in rows:
                 click.echo(f"{row['cell']}, {row['mode']} batches of {batch_size}: train {row['train_tok_s']:,} "
                            f"tok/s, eval {row['eval_tok_s']:,} tok/s")
-        click.echo(json.dumps(r))
+        click.echo(_dumps(r))
         return
     with compute_threads(threads):
         r = run(cfg, batch_size, seq_len, steps, sample_tokens)
@@ -580,7 +599,7 @@ def bench(cell, activation, gru_variant, peephole, vocab, embed, hidden, layers,
         click.echo(f"{r['cell']}, vocab {vocab}, batch {batch_size}, seq {seq_len}: "
                    f"train {r['train_tok_s']:,} tok/s, eval {r['eval_tok_s']:,} tok/s, "
                    f"sample (batch 1) {r['sample_tok_s']:,} tok/s")
-    click.echo(json.dumps(r))
+    click.echo(_dumps(r))
 
 
 from charlm.plot import plot_command  # noqa: E402  (click only: matplotlib loads when a plot is drawn)
@@ -594,6 +613,10 @@ main.add_command(corpus_group, "corpus")
 from charlm.commands.classify import classify as classify_group  # noqa: E402  (click only)
 
 main.add_command(classify_group, "classify")
+
+from charlm.commands.tag import tag as tag_group  # noqa: E402  (click only)
+
+main.add_command(tag_group, "tag")
 
 
 if __name__ == "__main__":

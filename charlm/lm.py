@@ -24,6 +24,21 @@ LN10 = math.log(10.0)
 LN2 = math.log(2.0)
 
 
+def _exp(x: float) -> float:
+    """math.exp, inf where the result overflows (a diverged model's figures)."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def _check_finite_nll(path, values) -> None:
+    """A NaN log-probability means the model's logits overflowed float32 (a diverged model)."""
+    if np.isnan(np.asarray(values, np.float64)).any():
+        raise CharlmError(f"{path}: the model gives NaN log-probabilities (its outputs overflow float32): it "
+                          f"diverged in training; train it again with a lower --lr or a --clip value")
+
+
 @dataclass
 class Score:
     """One scored text: natural-log probability of all its tokens, the final EOS included."""
@@ -39,7 +54,7 @@ class Score:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(-self.logprob / self.tokens) if self.tokens else math.nan
+        return _exp(-self.logprob / self.tokens) if self.tokens else math.nan
 
     def as_dict(self) -> dict:
         d = {"text": self.text, "logprob": self.logprob, "log10prob": self.log10prob, "tokens": self.tokens,
@@ -60,7 +75,7 @@ class Perplexity:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nll / self.tokens) if self.tokens else math.nan
+        return _exp(self.nll / self.tokens) if self.tokens else math.nan
 
     @property
     def bits_per_token(self) -> float:
@@ -137,6 +152,7 @@ class LanguageModel:
         streams = [self.vocab.encode(t if t.endswith(("\n", "\r")) else t + "\n") for t in texts]  # "" is a lone EOS
         with compute_threads():
             sums, per = evaluate.streams_nll(self.config, self.params, streams, per_token=per_token)
+        _check_finite_nll(self.path or "the model", sums)
         out = []
         for i, (t, s) in enumerate(zip(texts, streams)):
             tokens = None
@@ -151,6 +167,7 @@ class LanguageModel:
         self._check_lm()
         with compute_threads():
             nll = evaluate.stream_nll(self.config, self.params, ids, progress)
+        _check_finite_nll(self.path or "the model", [nll])
         return Perplexity(name, len(ids), nll, int((ids == self.vocab.unk_id).sum()), self.config.level)
 
     def perplexity(self, paths, encoding_errors: str = "strict", progress=None) -> list[Perplexity]:

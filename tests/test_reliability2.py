@@ -259,3 +259,68 @@ def test_divergence_rule_uses_the_tasks_reference_loss(corpus):
                   TrainConfig(batch_size=4, seq_len=8))
     assert task.reference_loss == pytest.approx(np.log(len(data.vocab)))
     assert engine.DIVERGE_FACTOR * task.reference_loss < 20
+
+
+# --------------------------------------------------------------- 6. huge figures print, JSON is strict
+
+def strict_json(line: str):
+    def refuse(constant):
+        raise ValueError(f"not JSON (RFC 8259): {constant}")
+    return json.loads(line, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A sane tiny model, one with huge but finite losses, one whose logits overflow float32."""
+    from charlm.checkpoint import save_model
+    d = tmp_path_factory.mktemp("hostile_models")
+    corpus = make_corpus(d / "c.txt")
+    ok(invoke("train", corpus, *TINY, "--max-steps", 5, "-o", d / "sane.safetensors"))
+    m = load_model(d / "sane.safetensors")
+    signs = np.sign(np.random.default_rng(0).standard_normal(m.params["decoder.weight"].shape))
+    saturated = {k: np.full_like(v, 50.0 if "bias" in k else 0.0) for k, v in m.params.items() if k.startswith("rnn.")}
+    for name, weights in (("huge", signs * 1e35), ("overflow", np.full_like(signs, 3e38))):
+        # every gate saturated: each of the 16 units of h is about 0.76 or more, so the logits are
+        # about 12 x the decoder weights: +-1e36 (finite), or above float32's 3.4e38 (inf)
+        P = dict(m.params, **saturated, **{"decoder.weight": weights.astype(np.float32)})
+        save_model(d / f"{name}.safetensors", P, m.config, m.vocab, m.meta)
+    return d, corpus
+
+
+JSON_COMMANDS = [["score", "to be or not", "--per-token"], ["score", "-f", "CORPUS"], ["perplexity", "CORPUS"],
+                 ["perplexity", "CORPUS", "CORPUS"], ["sample", "--length", 10, "--seed", 1], ["info"]]
+
+
+@pytest.mark.parametrize("kind", ["sane", "huge"])
+@pytest.mark.parametrize("command", JSON_COMMANDS, ids=lambda c: " ".join(map(str, c)))
+def test_every_json_output_is_strict_json_for_every_model(kind, command, models):
+    d, corpus = models
+    args = [corpus if a == "CORPUS" else a for a in command]
+    result = ok(invoke(*args, "-m", d / f"{kind}.safetensors", "--json"))
+    lines = result.stdout.splitlines()
+    assert lines and all(strict_json(line) is not None for line in lines)
+
+
+def test_huge_losses_print_as_inf_perplexity(models):
+    d, corpus = models
+    text = ok(invoke("perplexity", corpus, "-m", d / "huge.safetensors")).stdout
+    assert "perplexity inf" in text
+    row = ok(invoke("score", "to be", "-m", d / "huge.safetensors")).stdout.split("\t")
+    assert float(row[0]) < -1e30 and row[2] == "inf"
+    record = strict_json(ok(invoke("score", "to be", "-m", d / "huge.safetensors", "--json")).stdout)
+    assert record["perplexity"] is None and record["logprob"] < -1e30
+
+
+@pytest.mark.parametrize("command", [["score", "to be"], ["score", "to be", "--json"], ["perplexity", "CORPUS"],
+                                     ["perplexity", "CORPUS", "--json"]], ids=" ".join)
+def test_overflowing_model_is_one_line_not_nan(command, models):
+    d, corpus = models
+    args = [corpus if a == "CORPUS" else a for a in command]
+    one_line_error(invoke(*args, "-m", d / "overflow.safetensors"), "NaN log-probabilities", "--lr")
+
+
+def test_train_json_is_strict(corpus, tmp_path):
+    result = ok(invoke("train", corpus, *TINY, "--max-steps", 3, "-o", tmp_path / "m.safetensors", "--json"))
+    assert strict_json(result.stdout.splitlines()[-1])["steps"] == 3
+    for line in (tmp_path / "m.log.jsonl").read_text().splitlines():
+        strict_json(line)
