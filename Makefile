@@ -4,7 +4,7 @@ SHARED ?= ../shared
 DEMO_OUT ?= demo
 DEMO_SECONDS ?= 180
 
-.PHONY: install demo test bench shakespeare ptb clean
+.PHONY: install demo test bench shakespeare ptb names clean
 
 install:
 	$(PYTHON) -m pip install -q '.[test]'
@@ -49,6 +49,20 @@ ptb:
 	charlm perplexity -q -m $(OUT)/model.safetensors $(DATA)/ptb.valid.txt
 	@if [ -f $(DATA)/ptb.test.txt ]; then charlm perplexity -q -m $(OUT)/model.safetensors $(DATA)/ptb.test.txt; \
 	else echo "no ptb.test.txt in $(DATA): test perplexity not measured"; fi
+
+# Surnames -> language of origin (18 labels), char level: trains on DATA/train.tsv with DATA/valid.tsv for
+# 290 s, keeps the best model by validation macro-F1, evaluates on DATA/valid.tsv and, when present,
+# DATA/test.tsv. DATA=folder holding train.tsv, valid.tsv (test.tsv)
+NAMES_TRAIN = --cell gru --hidden 256 --embed 128 --bidirectional --pooling max --dropout 0.5 --embed-dropout 0.1 \
+              --lr 0.003 --lr-schedule cosine --valid-every 300 --select macro_f1 --time-budget 290
+names: DATA ?= $(SHARED)/corpora/names
+names: OUT ?= out/names
+names:
+	mkdir -p $(OUT)
+	charlm classify train $(DATA)/train.tsv --valid $(DATA)/valid.tsv $(NAMES_TRAIN) -o $(OUT)/model.safetensors
+	charlm classify evaluate -m $(OUT)/model.safetensors $(DATA)/valid.tsv
+	@if [ -f $(DATA)/test.tsv ]; then charlm classify evaluate -m $(OUT)/model.safetensors $(DATA)/test.tsv; \
+	else echo "no test.tsv in $(DATA): test figures not measured"; fi
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache $(DEMO_OUT)
