@@ -9,7 +9,7 @@ starts fast.
 """
 __version__ = "0.1.0"
 
-__all__ = ["load", "LanguageModel", "Classifier", "CharlmError", "ModelFileError", "__version__"]
+__all__ = ["load", "LanguageModel", "Classifier", "Tagger", "CharlmError", "ModelFileError", "__version__"]
 
 
 def __getattr__(name):
@@ -19,6 +19,9 @@ def __getattr__(name):
     if name == "Classifier":
         from charlm import classifier
         return classifier.Classifier
+    if name == "Tagger":
+        from charlm import tagger
+        return tagger.Tagger
     if name in ("CharlmError", "ModelFileError"):
         from charlm import errors
         return getattr(errors, name)
