@@ -184,6 +184,14 @@ def main(ctx, debug):
 @click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
               help="A NaN or infinite loss or gradient: stop (exit 3, the last good state saved), or skip "
                    "that step and go on.")
+@click.option("--labeled", is_flag=True,
+              help="CORPUS holds LABEL<TAB>TEXT lines: train a language model conditioned on the label "
+                   "(needs --valid in the same format); sample, score and perplexity then take --label.")
+@click.option("--condition", type=click.Choice(["input", "state"]), default="input", show_default=True,
+              help="With --labeled: the label embedding enters layer 0 at every step, or gives every "
+                   "layer's initial state.")
+@click.option("--label-embed", type=click.IntRange(min=1), default=16, show_default=True,
+              help="With --labeled: size of the label embedding.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @threads_option
@@ -191,7 +199,8 @@ def main(ctx, debug):
 def train(ctx, corpus, out, level, lowercase, min_count, max_vocab, cell, activation, gru_variant, peephole,
           bidirectional, layers, hidden, embed, tie_weights, dropout, embed_dropout, locked_dropout, batch_size,
           seq_len, optimizer, lr, momentum, lr_decay, lr_schedule, clip, epochs, max_steps, time_budget, valid_path, valid_fraction, valid_every,
-          keep, seed, encoding_errors, checkpoint_every, resume, on_nonfinite, quiet, as_json, threads):
+          keep, seed, encoding_errors, checkpoint_every, resume, on_nonfinite, labeled, condition, label_embed,
+          quiet, as_json, threads):
     """Train a language model on UTF-8 text files.
 
     Without --epochs, --max-steps or --time-budget, training runs one epoch. Ctrl-C (or SIGTERM) finishes
@@ -207,6 +216,9 @@ def train(ctx, corpus, out, level, lowercase, min_count, max_vocab, cell, activa
     """
     params = {name: value for name, value in locals().items() if name != "ctx"}    # every option, by name
     set_threads(threads)
+    if labeled:
+        from charlm.commands.conditional import train_labeled
+        return train_labeled(ctx, params)
     from charlm.config import ModelConfig, TrainConfig
     from charlm.errors import CharlmError
     from charlm.train import load_corpus, train as run_training
@@ -250,6 +262,8 @@ def train(ctx, corpus, out, level, lowercase, min_count, max_vocab, cell, activa
                      epochs=p["epochs"], max_steps=p["max_steps"], time_budget=p["time_budget"],
                      valid_fraction=p["valid_fraction"], valid_every=p["valid_every"], seed=p["seed"],
                      keep=p["keep"])
+    from charlm.engine import check_run_options
+    check_run_options(tc)                                    # before reading the corpus
     if state is None and os.path.exists(out):
         from charlm.resume import state_path
         hint = " (add --resume to continue the run saved there)" if os.path.exists(state_path(out)) else ""
@@ -359,12 +373,8 @@ def demo(ctx, out, time_budget, hidden, threads):
 
 
 def _check_out(out):
-    from charlm.errors import CharlmError
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise CharlmError(f"--out {out}: the folder {parent} does not exist")
-    if os.path.isdir(out):
-        raise CharlmError(f"--out {out} is a directory")
+    from charlm.runfiles import check_out_path
+    check_out_path(out)
 
 
 def _compile_notice(log):
@@ -385,10 +395,11 @@ def _compile_notice(log):
 @click.option("--stop-at-eos", is_flag=True, help="End a sample at its first end of line.")
 @click.option("--num-samples", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=None, help="Same seed, same output.")
+@click.option("--label", default=None, help="The label to generate for (a model trained with --labeled).")
 @json_option
 @threads_option
-def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_eos, num_samples, seed, as_json,
-           threads):
+def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_eos, num_samples, seed, label,
+           as_json, threads):
     """Sample novel text from a model.
 
     \b
@@ -398,13 +409,14 @@ def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_
       charlm sample --beam 5 --length 40 --stop-at-eos
     """
     set_threads(threads)
-    from charlm.generate import check_sampling_options
+    from charlm.generate import check_sampling_options, check_seed
     check_sampling_options(temp, top_k, top_p, length, num_samples, beam)
+    check_seed(seed)
     lm = load_model(model_path)
     _compile_notice(lambda m: click.echo(m, err=True))
     with compute_threads(threads):
         texts = lm.sample(length=length, temp=temp, top_k=top_k, top_p=top_p, greedy=greedy, prime=prime,
-                          stop_at_eos=stop_at_eos, num_samples=num_samples, seed=seed, beam=beam)
+                          stop_at_eos=stop_at_eos, num_samples=num_samples, seed=seed, beam=beam, label=label)
     for i, text in enumerate(texts):
         if as_json:
             click.echo(_dumps({"text": text, "index": i, "seed": seed}))
@@ -455,7 +467,20 @@ def score(texts, model_path, file, per_token, as_json, threads):
 def _read_lines(file):
     from charlm.data import iter_text
     if file == "-":
-        text = sys.stdin.read()
+        from charlm.errors import CharlmError
+        from charlm.vocab import normalize
+        if sys.stdin is None:
+            raise CharlmError("--file -: standard input is closed, there is nothing to read")
+        try:
+            raw = sys.stdin.buffer.read()
+        except OSError as e:
+            raise CharlmError(f"--file -: cannot read standard input ({e.strerror or e})") from None
+        if b"\0" in raw:
+            raise CharlmError(f"--file -: standard input looks binary (NUL byte at byte offset {raw.index(0)})")
+        try:
+            text = normalize(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise CharlmError(f"--file -: invalid UTF-8 on standard input at byte offset {e.start}") from None
     else:
         text = "".join(iter_text(file))
     lines = text.split("\n")

@@ -38,6 +38,10 @@ def pydoc_path() -> Path:
     path = cache_dir() / f"pydoc-{digest}.txt"
     if not path.exists():
         from charlm.checkpoint import write_atomic
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CharlmError(f"cannot create charlm's cache folder {path.parent} ({e.strerror or e}): set "
+                              f"CHARLM_CACHE to a writable folder") from None
         write_atomic(path, text.encode("utf-8"), what="corpus")
     return path

@@ -140,12 +140,27 @@ def run(task, out, *, progress: bool = True, log=lambda msg: print(msg, file=sys
         raise CharlmError(f"--on-nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
     if isinstance(checkpoint_every, bool) or not (isinstance(checkpoint_every, int) and checkpoint_every >= 0):
         raise CharlmError(f"--checkpoint-every must be an integer >= 0, got {checkpoint_every!r}")
+    check_run_options(task.tc)
+    runfiles.check_out_path(out)
     if resume is not None:
         check_resume(resume, task, state_path(out))
     check_outputs(out, run_inputs(task, run_config))
     with runfiles.RunLock(out), compute_threads(threads):
         check_outputs(out, run_inputs(task, run_config))        # again, now that no other run can write
         return _Run(task, str(out), progress, log, resume, checkpoint_every, on_nonfinite, run_config or {}).run()
+
+
+def check_run_options(tc) -> None:
+    """One-line CharlmError for training options the loop cannot use (its config checks the rest):
+    limits and rates must be finite, the seed an integer >= 0."""
+    for name in ("lr", "epochs", "time_budget", "max_steps", "clip", "momentum", "lr_decay"):
+        v = getattr(tc, name, 0)
+        if isinstance(v, float) and not math.isfinite(v):
+            what = " (0 = no limit)" if name in ("epochs", "time_budget") else ""
+            raise CharlmError(f"--{name.replace('_', '-')} must be a finite number{what}, got {v}")
+    seed = getattr(tc, "seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise CharlmError(f"--seed must be an integer >= 0, got {seed!r}")
 
 
 def run_outputs(out) -> list[tuple[str, str]]:

@@ -26,6 +26,12 @@ def check_sampling_options(temp, top_k, top_p, length, num_samples, beam=0):
         raise CharlmError(f"--beam must be >= 1 (0 = off), got {beam}")
 
 
+def check_seed(seed) -> None:
+    """--seed: None (fresh randomness) or an integer >= 0 (numpy's generators take no negative seeds)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise CharlmError(f"--seed must be an integer >= 0, got {seed!r}")
+
+
 def prime_ids(vocab, prime: str) -> np.ndarray:
     """The prime's token ids, without the EOS the tokenizer puts after a last line that has no newline:
     a prime is the start of a line, not a finished one."""

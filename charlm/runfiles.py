@@ -27,6 +27,25 @@ import tempfile
 from charlm.errors import CharlmError
 
 
+def check_out_path(out) -> None:
+    """One-line CharlmError for an --out that no save could use: empty, a folder, in a missing or
+    unwritable folder. Checked before any work is done."""
+    out = os.fspath(out)
+    if not out:
+        raise CharlmError("--out is empty: give the model file's name")
+    if out.endswith((os.sep, "/")) or os.path.basename(out) in (".", ".."):
+        raise CharlmError(f"--out {out} names a folder: give a file name, e.g. {os.path.join(out, 'model.safetensors')}")
+    if os.path.isdir(out):
+        raise CharlmError(f"--out {out} is a directory")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise CharlmError(f"--out {out}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CharlmError(f"--out {out}: the folder {parent} is not writable")
+    if len(os.path.basename(out).encode(errors="surrogateescape")) + len(".log.jsonl") + 16 > 255:
+        raise CharlmError(f"--out {out}: the file name is too long for the files saved beside it")
+
+
 def temp_pattern(path) -> str:
     """The glob of write_atomic's temp files for `path` (`.NAME.*.tmp` in its folder)."""
     directory, name = os.path.split(os.path.abspath(os.fspath(path)))

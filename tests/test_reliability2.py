@@ -324,3 +324,77 @@ def test_train_json_is_strict(corpus, tmp_path):
     assert strict_json(result.stdout.splitlines()[-1])["steps"] == 3
     for line in (tmp_path / "m.log.jsonl").read_text().splitlines():
         strict_json(line)
+
+
+# --------------------------------------------------------------- 13-14. up-front checks, one line each
+
+UP_FRONT = {
+    "train --seed -1": (["train", "CORPUS", "--seed", "-1"], "--seed must be an integer >= 0"),
+    "train --epochs inf": (["train", "CORPUS", "--epochs", "inf"], "--epochs must be a finite number"),
+    "train --time-budget inf": (["train", "CORPUS", "--time-budget", "inf"], "--time-budget must be a finite"),
+    "train --lr inf": (["train", "CORPUS", "--lr", "inf"], "--lr must be a finite number"),
+    "train -o sub/": (["train", "CORPUS", "-o", "sub/"], "names a folder"),
+    "train -o ''": (["train", "CORPUS", "-o", ""], "--out is empty"),
+    "train -o missing/m": (["train", "CORPUS", "-o", "missing/m.safetensors"], "does not exist"),
+    "sample --seed -1": (["sample", "-m", "MODEL", "--seed", "-1"], "--seed must be an integer >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", UP_FRONT)
+def test_bad_values_are_one_line_up_front_and_nothing_is_written(case, models, tmp_path, monkeypatch):
+    d, corpus = models
+    args, fragment = UP_FRONT[case]
+    monkeypatch.chdir(tmp_path)
+    args = [{"CORPUS": corpus, "MODEL": d / "sane.safetensors"}.get(a, a) for a in args]
+    if args[0] == "train":
+        args += TINY
+    one_line_error(invoke(*args), fragment)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to any folder")
+def test_out_in_an_unwritable_folder_is_one_line(corpus, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        one_line_error(invoke("train", corpus, *TINY, "-o", ro / "m.safetensors"), "not writable")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_score_from_a_closed_stdin_is_one_line(models):
+    d, _ = models
+    script = ("import sys; from charlm.cli import main; sys.argv = ['charlm', 'score', '-m', sys.argv[1], '-f', '-']; "
+              "main()")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", script, str(d / "sane.safetensors")], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60, env=env,
+                          preexec_fn=lambda: os.close(0))
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("charlm: error: --file -: "
+                                                                                    "standard input is closed"), proc.stderr
+
+
+def test_score_stdin_with_invalid_utf8_is_one_line(models):
+    d, _ = models
+    result = invoke("score", "-m", d / "sane.safetensors", "-f", "-", input=b"ab\xff\n")
+    one_line_error(result, "invalid UTF-8", "byte offset 2")
+
+
+def test_demo_with_an_unwritable_cache_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.delenv("CHARLM_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", "/proc/self/nonexistent")
+    monkeypatch.chdir(tmp_path)
+    one_line_error(invoke("demo", "--time-budget", 1), "cache folder", "CHARLM_CACHE")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_word_too_long_for_the_model_header_is_refused_before_training(monkeypatch, tmp_path):
+    import charlm.tasks.lm
+    monkeypatch.setattr(charlm.tasks.lm, "HEADER_LIMIT", 3 << 20)        # a 101 MB word, scaled down
+    corpus = tmp_path / "w.txt"
+    corpus.write_text("x" * (3 << 20) + "\n" + "the cat sat on the mat\n" * 300, encoding="utf-8")
+    one_line_error(invoke("train", corpus, "--level", "word", *TINY, "-o", tmp_path / "m.safetensors"),
+                   "header", "--max-vocab")
+    assert sorted(os.listdir(tmp_path)) == ["w.txt"]

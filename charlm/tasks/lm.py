@@ -28,6 +28,21 @@ ARCH_OPTIONS = {"level": "level", "lowercase": "lowercase", "cell": "cell", "act
 DATA_OPTIONS = ("min_count", "max_vocab", "encoding_errors")
 
 
+HEADER_LIMIT = min(checkpoint.MAX_HEADER_BYTES, 100_000_000)   # the safetensors library refuses more
+HEADER_MARGIN = 1 << 20    # room for the engine's metadata (train config, step, run id) and the tensor entries
+
+
+def check_header_fits(cfg, vocab) -> None:
+    """CharlmError before training when the model file's header (config and vocabulary as JSON) could not
+    be saved: a word-level corpus with a 100 MB "word" would train, then fail at its first save."""
+    size = len(cfg.to_json().encode()) + sum(len(t.encode("utf-8", "surrogatepass")) + 4 for t in vocab)
+    if size + HEADER_MARGIN > HEADER_LIMIT:
+        longest = max(vocab, key=len)
+        raise CharlmError(f"the vocabulary takes about {size / 1e6:.0f} MB in the model file's header, more than "
+                          f"a safetensors header can hold ({HEADER_LIMIT / 1e6:.0f} MB; the longest token has "
+                          f"{len(longest):,} characters): use --max-vocab or --min-count, or --level char")
+
+
 class LMTask:
     kind = "lm"
     train_config_class = TrainConfig
@@ -43,6 +58,7 @@ class LMTask:
             raise CharlmError("no validation text: give --valid FILE or a larger --valid-fraction")
         self.corpus, self.config, self.tc = corpus, cfg, tc
         self.vocab = corpus.vocab.tokens
+        check_header_fits(cfg, self.vocab)
         self.streams = data.batchify(corpus.train, tc.batch_size)                  # (B, N)
         self.n = self.streams.shape[1]
         self.steps_per_epoch = math.ceil((self.n - 1) / tc.seq_len)
