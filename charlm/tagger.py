@@ -25,6 +25,11 @@ class Tagger:
         self._char_index = {c: i for i, c in enumerate(chars) if i}
 
     @property
+    def conllu_column(self) -> str:
+        """The CoNLL-U column the model was trained on (1-based), upos for a model trained on CoNLL files."""
+        return self.meta.get("column", "4") if self.meta.get("input_format") == "conllu" else "upos"
+
+    @property
     def num_params(self) -> int:
         return int(sum(p.size for p in self.params.values()))
 
@@ -62,7 +67,7 @@ class Tagger:
         if format == "auto":
             format = conllu.detect_format(conllu.split_lines(text.removeprefix(conllu.BOM)))
         if column == "auto" and format == "conllu":
-            column = self.meta.get("column", "upos")          # the column the model was trained on
+            column = self.conllu_column
         doc = conllu.read(path, format, column, encoding_errors, text=text)
         sents = [s.words for s in doc.sentences]
         gold = [s.tags for s in doc.sentences]

@@ -170,7 +170,7 @@ def predict(file, model_path, format, column, as_json, batch_size, encoding_erro
                 click.echo(" ".join(f"{w}/{x}" for w, x in zip(words, ts)))
         n = sum(len(s) for s in sentences)
     else:
-        col = tagger.meta.get("column", "4") if column == "auto" and format == "conllu" else column
+        col = tagger.conllu_column if column == "auto" and format == "conllu" else column
         doc = conllu.read(file, format, col, encoding_errors, require_tags=False, text=text)
         tags = tagger.tag([s.words for s in doc.sentences], batch_size=batch_size, threads=threads)
         sys.stdout.write(doc.render(tags))
