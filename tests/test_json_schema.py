@@ -1,6 +1,6 @@
-"""Every command's --json output has the keys the README documents (section "JSON output").
+"""Every command's --json output has the keys docs/json.md documents (section "Keys").
 
-The README is the contract; this test reads the key lists from it, so the two cannot drift apart.
+That page is the contract; this test reads the key lists from it, so the two cannot drift apart.
 """
 import json
 import re
@@ -10,12 +10,12 @@ import pytest
 
 from support import invoke, ok, shakespeare
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+JSON_DOC = Path(__file__).resolve().parents[1] / "docs" / "json.md"
 
 
 def documented_keys() -> dict[str, set[str]]:
-    """command -> keys, from README lines like "- `charlm score --json`: `logprob`, `tokens`, ..."."""
-    section = README.read_text(encoding="utf-8").split("## JSON output", 1)[1].split("\n## ", 1)[0]
+    """command -> keys, from docs/json.md lines like "- `charlm score --json`: `logprob`, `tokens`, ..."."""
+    section = JSON_DOC.read_text(encoding="utf-8").split("## Keys", 1)[1].split("\n## ", 1)[0]
     keys = {}
     for line in section.splitlines():
         m = re.match(r"- `charlm (\w+)[^`]*`: (.*)", line)
