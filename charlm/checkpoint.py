@@ -26,7 +26,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from charlm.config import FORMAT, TASK_CONFIGS, ModelConfig
+from charlm.config import FORMAT, TASK_CONFIGS, ConditionalConfig, ModelConfig
 from charlm.errors import CharlmError, ModelFileError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # a larger length field is damage, not a header
@@ -193,7 +193,8 @@ def load_model(path, task: str = "lm") -> LoadedModel:
         raise ModelFileError(path, f"damaged safetensors data: {one_line(e)}") from None
     del data
     check_task(path, metadata, task)
-    config, vocab = check_config_and_vocab(path, metadata, TASK_CONFIGS[task])
+    conditional = task == "lm" and "conditional" in metadata          # a language model conditioned on labels
+    config, vocab = check_config_and_vocab(path, metadata, ConditionalConfig if conditional else TASK_CONFIGS[task])
     params = _check_tensors(path, config, flat)
     meta = {k: v for k, v in metadata.items() if k not in RESERVED_KEYS}
     return LoadedModel(config=config, vocab=vocab, params=params, meta=meta)

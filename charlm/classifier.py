@@ -1,5 +1,9 @@
 """The Python API of a trained classifier: predict labels of texts, evaluate on a labeled file.
 
+Two kinds, one interface: a discriminative classifier (`charlm classify train`), and a language model
+conditioned on labels (`charlm train --labeled`) classifying by Bayes' rule (GenerativeClassifier);
+`load_classifier` picks by what the file holds.
+
     import charlm
     clf = charlm.load("names.safetensors")            # a classifier file gives a Classifier
     print(clf.predict(["Nahmanovich", "Tadhgan"])[0].label)
@@ -77,3 +81,37 @@ class Classifier:
         report["loss"] = float(-np.log(np.maximum(prob[np.arange(len(gold)), gold], 1e-300)).mean()) \
             if len(gold) else None
         return report
+
+
+class GenerativeClassifier(Classifier):
+    """A conditional language model as a classifier, by Bayes' rule:
+        label(s) = argmax_l log p(s | l) + log p(l),   p(l) = the label's share of the training lines,
+    every label of every text scored in one batched pass (charlm.conditional.posteriors)."""
+
+    @classmethod
+    def load(cls, path) -> "GenerativeClassifier":
+        from charlm.tasks.conditional import read_labels
+        m = load_model(path)
+        vocab = Vocab(m.vocab, m.config.level, m.config.lowercase, m.config.unk_id, m.config.eos_id)
+        labels, counts = read_labels(path, m.meta, m.config)
+        clf = cls(m.config, vocab, labels, m.params, m.meta)
+        clf.log_prior = np.log(np.asarray(counts, np.float64) / sum(counts))
+        return clf
+
+    def probabilities(self, texts, threads: int | None = None) -> np.ndarray:
+        from charlm import conditional
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels)))
+        with compute_threads(threads):
+            return conditional.posteriors(self.config, self.params, [encode(self.vocab, t) for t in texts],
+                                          self.log_prior, self.config.eos_id)
+
+
+def load_classifier(path) -> Classifier:
+    """The classifier at `path`: discriminative, or generative when the file is a conditional LM."""
+    from charlm.checkpoint import file_task, read_metadata
+    meta = read_metadata(path)
+    if file_task(meta) == "lm" and "conditional" in meta:
+        return GenerativeClassifier.load(path)
+    return Classifier.load(path)
+

@@ -434,10 +434,11 @@ def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_
 @click.option("--per-token", is_flag=True, help="Also give each token's log-probability.")
 @json_option
 @threads_option
-def score(texts, model_path, file, per_token, as_json, threads):
+def score(texts, model_path, file, per_token, label, as_json, threads):
     """Score each TEXT (or each line of --file) as a stream of its own.
 
     Prints, tab-separated: natural-log probability, tokens, perplexity, text.
+@click.option("--label", default=None, help="Score p(text | label) (a model trained with --labeled).")
 
     \b
     Examples:
@@ -454,7 +455,7 @@ def score(texts, model_path, file, per_token, as_json, threads):
     lm = load_model(model_path)
     _compile_notice(lambda m: click.echo(m, err=True))
     with compute_threads(threads):
-        scores = lm.score(texts, per_token=per_token)
+        scores = lm.score(texts, per_token=per_token, label=label)
     for s in scores:
         if as_json:
             click.echo(_dumps(s.as_dict()))

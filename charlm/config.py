@@ -1,6 +1,6 @@
 """Model configuration: the architecture keys stored in a model file's `config` metadata.
 
-The JSON form and the tensor names follow ../shared/spec/model-format.md (format "charlm/1").
+The JSON form and the tensor names follow docs/model-format.md (format "charlm/1").
 """
 from __future__ import annotations
 
@@ -236,6 +236,57 @@ class TagConfig(ModelConfig):
     def describe(self) -> str:
         chars = f" + char bi{self.cell} {self.char_hidden}" if self.char_features else " (no char)"
         return f"{super().describe()}{chars}, {self.tags} tags"
+
+
+CONDITIONS = ("input", "state")
+
+
+@dataclass(frozen=True)
+class ConditionalConfig(ModelConfig):
+    """A language model conditioned on a label l (one-to-many): a learned label embedding e_l (C, Lab)
+    enters either every step of layer 0 (condition "input": its input is [E[x_t], e_l]) or the initial
+    state of every layer (condition "state": h_0^k = tanh(init.weight_k e_l + init.bias_k), c_0 = 0).
+
+    Tensors beyond the language model's: label_embedding.weight (C, Lab); for "input", rnn.weight_ih_l0
+    is (G*H, E + Lab); for "state", init.weight (L*H, Lab) and init.bias (L*H,), layer k's rows k*H..(k+1)*H.
+    """
+    condition: str = "input"     # "input" | "state"
+    labels: int = 2              # C: the labels it is conditioned on
+    label_embed: int = 16        # Lab: size of the label embedding
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.condition not in CONDITIONS:
+            raise CharlmError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
+        if not (_posint(self.labels) and self.labels >= 2):
+            raise CharlmError(f"labels must be an integer >= 2, got {self.labels!r}")
+        if not _posint(self.label_embed):
+            raise CharlmError(f"label_embed must be a positive integer, got {self.label_embed!r}")
+        if self.bidirectional:
+            raise CharlmError("a conditional language model is unidirectional")
+
+    def layer_input(self, k: int) -> int:
+        extra = self.label_embed if k == 0 and self.condition == "input" else 0
+        return super().layer_input(k) + extra
+
+    def tensor_count(self) -> int:
+        return super().tensor_count() + (1 if self.condition == "input" else 3)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = super().param_shapes()
+        shapes["label_embedding.weight"] = (self.labels, self.label_embed)
+        if self.condition == "state":
+            shapes["init.weight"] = (self.layers * self.hidden, self.label_embed)
+            shapes["init.bias"] = (self.layers * self.hidden,)
+        return shapes
+
+    def unconditional(self) -> ModelConfig:
+        """The plain language model that this one is for a fixed label (charlm.conditional.fold)."""
+        fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        return ModelConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in fields})
+
+    def describe(self) -> str:
+        return f"{super().describe()}, conditioned on {self.labels} labels ({self.condition})"
 
 
 # The config class of each task's model files (metadata `task`; absent = "lm").

@@ -1,4 +1,4 @@
-"""Log-probabilities of token streams, exactly as model-format.md defines them.
+"""Log-probabilities of token streams, exactly as docs/model-format.md defines them.
 
 A stream s_1..s_n is read from a zero state with EOS as the first input; token s_t is predicted after
 EOS, s_1, .., s_{t-1}:   NLL(s) = -Σ_t log p(s_t | EOS, s_<t).

@@ -66,11 +66,13 @@ def _weights(cfg, P, rows: int, steps: int):
 
 
 def sample_ids(cfg, P, prefix: np.ndarray, length: int, num_samples: int, temp: float, top_k: int,
-               top_p: float, greedy: bool, stop_at_eos: bool, rng: np.random.Generator):
+               top_p: float, greedy: bool, stop_at_eos: bool, rng: np.random.Generator, state0=None):
     """Run the compiled sampler: feed prefix (starting with EOS), then sample `length` tokens for each of
-    `num_samples` rows. Returns a list of int32 id arrays."""
+    `num_samples` rows, every row from state0 (L, 2, 1, H) or from zero. Returns a list of int32 id arrays."""
     weights = _weights(cfg, P, num_samples, len(prefix) + length)
     state = model.zero_state(cfg, num_samples, P["embedding.weight"].dtype)
+    if state0 is not None:
+        state[...] = state0
     U = rng.random((max(length, 1), num_samples))                   # (n, B) float64
     out = np.zeros((num_samples, max(length, 1)), np.int32)
     lengths = np.zeros(num_samples, np.int64)

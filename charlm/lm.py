@@ -16,7 +16,7 @@ import numpy as np
 from charlm import data, evaluate, generate
 from charlm.threads import compute_threads
 from charlm.checkpoint import load_model
-from charlm.config import ModelConfig
+from charlm.config import ConditionalConfig, ModelConfig
 from charlm.errors import CharlmError
 from charlm.vocab import Vocab
 
@@ -99,6 +99,10 @@ class LanguageModel:
         self.config, self.vocab, self.params = config, vocab, params
         self.meta = dict(meta or {})
         self.path = path
+        self.labels = None                       # a model trained with --labeled: its labels
+        if isinstance(config, ConditionalConfig):
+            from charlm.tasks.conditional import read_labels
+            self.labels, self.label_counts = read_labels(path or "the model", self.meta, config)
 
     @classmethod
     def load(cls, path) -> "LanguageModel":
@@ -112,6 +116,21 @@ class LanguageModel:
     def num_params(self) -> int:
         return int(sum(p.size for p in self.params.values()))
 
+    def conditioned(self, label: str | None):
+        """(config, parameters, initial state (L, 2, 1, H) or None) of the plain language model to run:
+        the model itself, or what a conditional model is for `label` (charlm.conditional.fold)."""
+        if self.labels is None:
+            if label is not None:
+                raise CharlmError(f"--label {label}: this model is not conditioned on labels (train one with "
+                                  f"charlm train --labeled)")
+            return self.config, self.params, None
+        if label is None:
+            raise CharlmError(f"this model is conditioned on labels: give --label, one of {_some(self.labels)}")
+        if label not in self.labels:
+            raise CharlmError(f"--label {label!r}: the model knows the labels {_some(self.labels)}")
+        from charlm import conditional
+        return conditional.fold(self.config, self.params, self.labels.index(label))
+
     def _check_lm(self):
         if self.config.bidirectional:
             raise CharlmError("this model is bidirectional: it reads the future, so it cannot give "
@@ -119,23 +138,31 @@ class LanguageModel:
 
     def sample(self, length: int = 200, temp: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                greedy: bool = False, prime: str = "", stop_at_eos: bool = False, num_samples: int = 1,
-               seed: int | None = None, beam: int = 0) -> list[str]:
+               seed: int | None = None, beam: int = 0, label: str | None = None) -> list[str]:
         """Generate `num_samples` texts of `length` new tokens after `prime` (the output starts with it).
 
         Sampling draws from softmax(z / temp), restricted by top_k / top_p; greedy takes the argmax.
         The same seed gives the same texts. beam > 0: beam search of that width for the most likely
-        continuation instead; `num_samples` (<= beam) then returns that many best beams.
+        continuation instead; `num_samples` (<= beam) then returns that many best beams. label: what a
+        conditional model generates for (required for one, an error for others).
         """
         self._check_lm()
+        cfg, P, state0 = self.conditioned(label)
         generate.check_sampling_options(temp, top_k, top_p, length, num_samples, beam)
         prefix = np.concatenate([[self.vocab.eos_id], generate.prime_ids(self.vocab, prime)]).astype(np.int32)
         if beam:
-            return [generate.render(self.vocab, prime, ids, stop_at_eos)
-                    for ids, _ in self.beam_search(prefix, length, beam, num_samples, stop_at_eos)]
+            if state0 is not None:
+                raise CharlmError("--beam: not for a model conditioned through its initial state (--condition "
+                                  "state); sample instead")
+            if num_samples > beam:
+                raise CharlmError(f"--num-samples {num_samples} is more than --beam {beam} can return")
+            with compute_threads():
+                beams = generate.beam_ids(cfg, P, prefix, length, beam, stop_at_eos)[:num_samples]
+            return [generate.render(self.vocab, prime, ids, stop_at_eos) for ids, _ in beams]
         rng = np.random.default_rng(seed)
         with compute_threads():
-            ids = generate.sample_ids(self.config, self.params, prefix, length, num_samples, temp, top_k, top_p,
-                                      greedy, stop_at_eos, rng)
+            ids = generate.sample_ids(cfg, P, prefix, length, num_samples, temp, top_k, top_p, greedy, stop_at_eos,
+                                      rng, state0)
         return [generate.render(self.vocab, prime, s, stop_at_eos) for s in ids]
 
     def beam_search(self, prefix, length: int, width: int, num: int = 1, stop_at_eos: bool = False):
@@ -145,13 +172,24 @@ class LanguageModel:
         with compute_threads():
             return generate.beam_ids(self.config, self.params, prefix, length, width, stop_at_eos)[:num]
 
-    def score(self, texts, per_token: bool = False) -> list[Score]:
-        """Score each text as a stream of its own (fresh state, EOS first input, final EOS scored)."""
+    def score(self, texts, per_token: bool = False, label: str | None = None) -> list[Score]:
+        """Score each text as a stream of its own (fresh state, EOS first input, final EOS scored); for a
+        conditional model, log p(text | label)."""
         self._check_lm()
         texts = list(texts)
+        cfg, P, state0 = self.conditioned(label)
         streams = [self.vocab.encode(t if t.endswith(("\n", "\r")) else t + "\n") for t in texts]  # "" is a lone EOS
         with compute_threads():
-            sums, per = evaluate.streams_nll(self.config, self.params, streams, per_token=per_token)
+            if state0 is None:
+                sums, per = evaluate.streams_nll(cfg, P, streams, per_token=per_token)
+            else:                            # conditioned through the initial state: the packed path
+                if per_token:
+                    raise CharlmError("--per-token: not for a model conditioned through its initial state "
+                                      "(--condition state)")
+                from charlm import conditional
+                lab = [self.labels.index(label)] * len(streams)
+                sums, per = conditional.text_nll(self.config, self.params, [s[:-1] for s in streams], lab,
+                                                 self.config.eos_id), None
         _check_finite_nll(self.path or "the model", sums)
         out = []
         for i, (t, s) in enumerate(zip(texts, streams)):
@@ -171,10 +209,14 @@ class LanguageModel:
         return Perplexity(name, len(ids), nll, int((ids == self.vocab.unk_id).sum()), self.config.level)
 
     def perplexity(self, paths, encoding_errors: str = "strict", progress=None) -> list[Perplexity]:
-        """Per-file figures, each file one stream, then the combined figure (last) when there are several."""
+        """Per-file figures, each file one stream, then the combined figure (last) when there are several.
+        A conditional model reads labeled files instead: each line's text given its label."""
         results = []
         for path in paths:
             ids = data.encode_file(path, self.vocab, encoding_errors)
+            if self.labels is not None:
+                results.append(self._conditional_perplexity(path, encoding_errors))
+                continue
             if len(ids) == 0:
                 raise CharlmError(f"{path}: no tokens to measure (the file is empty)")
             results.append(self.perplexity_of_ids(ids, str(path), progress))
@@ -185,10 +227,33 @@ class LanguageModel:
 
 
 def load(path):
+    def _conditional_perplexity(self, path, encoding_errors) -> Perplexity:
+        from charlm import conditional, labeled
+        from charlm.tasks.classify import encode
+        ex = labeled.read(path, "auto", encoding_errors)
+        unknown = sorted(set(ex.labels) - set(self.labels))
+        if unknown:
+            raise CharlmError(f"{path}: labels the model does not know: {_some(unknown)}")
+        seqs = [encode(self.vocab, t) for t in ex.texts]
+        with compute_threads():
+            nll = conditional.text_nll(self.config, self.params, seqs, [self.labels.index(x) for x in ex.labels],
+                                       self.config.eos_id)
+        _check_finite_nll(self.path or "the model", nll)
+        return Perplexity(str(path), int(sum(len(s) + 1 for s in seqs)), float(nll.sum()),
+                          int(sum((s == self.vocab.unk_id).sum() for s in seqs)), self.config.level)
+
+
+def _some(items, n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
+
+
     """Load a model file: `charlm.load("model.safetensors")`; a LanguageModel, or a Classifier
-    (charlm.classifier) when the file holds one."""
+    (charlm.classifier) or a Tagger (charlm.tagger) when the file holds one."""
     from charlm.checkpoint import file_task, read_metadata
     if file_task(read_metadata(path)) == "classify":
         from charlm.classifier import Classifier
         return Classifier.load(path)
     return LanguageModel.load(path)
+    if file_task(read_metadata(path)) == "tag":
+        from charlm.tagger import Tagger
+        return Tagger.load(path)

@@ -1,6 +1,6 @@
 """The language model's math over one window: forward, loss and backward for B streams of T steps.
 
-Parameters live in a dict keyed by the model file's tensor names (model-format.md). The network:
+Parameters live in a dict keyed by the model file's tensor names (docs/model-format.md). The network:
     X_0 = embedding.weight[x]                                    # (T, B, E)
     X_{k+1} = layer_k(X_k ⊙ m_k)  (both directions concatenated)  # (T, B, H*dirs)
     Z = (X_L ⊙ m_L) decoder.weight^T + decoder.bias              # (T*B, V)

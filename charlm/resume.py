@@ -9,7 +9,7 @@ The engine (charlm.engine) writes it for every task; the task owns its model met
 tensors it carries between batches (`Task` in charlm.engine), the rest is the engine's.
 
 Tensors (float32):
-    param/<name>     the latest parameters (names and shapes of the model file, model-format.md)
+    param/<name>     the latest parameters (names and shapes of the model file, docs/model-format.md)
     opt/<key>        optimizer moments: adam m.<name> and v.<name>; sgd u.<name>
     <name>           the task's carried tensors; the language model's: carry (L, 2, B, H), the hidden
                      state carried into the next window (h, then c)

@@ -1,4 +1,4 @@
-"""The vocabulary: text to token ids and back, by the rules of the spec's "Text to tokens".
+"""The vocabulary: text to token ids and back, by the rules of docs/model-format.md, "Text to tokens".
 
 Tokens of a text, in order:
 - A leading BOM (U+FEFF) is dropped; "\\r\\n" and lone "\\r" become "\\n"; the text is lower-cased with

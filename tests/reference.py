@@ -1,6 +1,6 @@
 """Naive float64 NumPy reference for charlm's models (format "charlm/1").
 
-Written from ../shared/spec/model-format.md, section "Cells" and "Probabilities", to be read, not to be
+Written from docs/model-format.md, section "Cells" and "Probabilities", to be read, not to be
 fast: one time step at a time, no numba, no charlm code except ModelConfig (for the tensor names and
 shapes). The tests compare charlm's kernels, trainer and CLI numbers against these functions.
 

@@ -1,8 +1,8 @@
 """The command line through click.testing.CliRunner: round trips on real text, a smoke matrix over every
-cell, the options, sampling, errors, score, perplexity, help and info (../shared/spec/cli.md).
+cell, the options, sampling, errors, score, perplexity, help and info (docs/language-model.md).
 
 Numbers are checked against the float64 reference (tests/reference.py) with the spec's stream semantics
-(../shared/spec/model-format.md). Models are tiny and train a few steps on slices of the shared corpora.
+(docs/model-format.md). Models are tiny and train a few steps on slices of the shared corpora.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Tests of charlm.model and charlm.kernels.loss.
 
 (1) The forward pass (token NLL and carried state) against tests/reference.py, the float64 NumPy
-    reference of ../shared/spec/model-format.md, for every cell variant, 1 and 2 layers, uni- and
+    reference of docs/model-format.md, for every cell variant, 1 and 2 layers, uni- and
     bidirectional; in float64, in float32, and with tied weights.
 (2) Gradient checks of model.loss_and_grads (the unclipped gradient) against central differences of its
     own loss: random directional derivatives for every cell x depth x direction (plain, with fixed

@@ -1,4 +1,4 @@
-"""charlm's model files load into PyTorch's nn.LSTM / nn.RNN as they are (model-format.md), and PyTorch's
+"""charlm's model files load into PyTorch's nn.LSTM / nn.RNN as they are (docs/model-format.md), and PyTorch's
 stream perplexity of a held-out text equals `charlm perplexity --json`.
 
 Models are trained through the CLI (tiny, ~20 steps so the weights are far from their initialisation). Such

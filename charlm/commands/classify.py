@@ -156,9 +156,9 @@ def predict(texts, model_path, file, top_k, as_json, quiet, threads):
     """
     from charlm.cli import set_threads
     set_threads(threads)
-    from charlm.classifier import Classifier
+    from charlm.classifier import load_classifier
     items = _texts(texts, file)
-    clf = Classifier.load(model_path)
+    clf = load_classifier(model_path)
     t = time.perf_counter()
     preds = clf.predict(items, top_k, threads)
     seconds = time.perf_counter() - t
@@ -191,9 +191,9 @@ def evaluate(test, model_path, format, encoding_errors, plot_path, as_json, thre
     """Accuracy, macro-F1, per-label precision/recall/F1 and the confusion matrix on a labeled file."""
     from charlm.cli import set_threads
     set_threads(threads)
-    from charlm.classifier import Classifier
+    from charlm.classifier import load_classifier
     from charlm.errors import CharlmError
-    clf = Classifier.load(model_path)
+    clf = load_classifier(model_path)
     report = clf.evaluate(test, format, encoding_errors, threads)
     if report["examples"] == 0:
         raise CharlmError(f"{test}: none of its labels is one the model knows ({', '.join(clf.labels[:5])}, ...)")

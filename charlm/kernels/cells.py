@@ -3,7 +3,7 @@
 The input projections of all T steps arrive precomputed (one GEMM by the caller):
     XP[t] = x_t W_ih^T + b_ih + b_hh                         # (B, G*H)
 Inside the time loop only the recurrent product h W_hh^T runs, then one fused pass over the gates.
-Cells and gate blocks (model-format.md; σ logistic):
+Cells and gate blocks (docs/model-format.md; σ logistic):
     RNN   (G=1):        h' = act(XP + h W_h^T),  act = tanh | relu
     LSTM  (G=4: i f g o): i = σ(.. + p_i*c)  f = σ(.. + p_f*c)  g = tanh(..)  c' = f*c + i*g
                           o = σ(.. + p_o*c')  h' = o*tanh(c')          (p = 0 without peepholes)

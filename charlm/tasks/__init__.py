@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 
 _BUILT_IN = {"lm": ("charlm.tasks.lm", "LMTask"), "classify": ("charlm.tasks.classify", "ClassifyTask"),
+             "conditional-lm": ("charlm.tasks.conditional", "ConditionalLMTask"),
              "tag": ("charlm.tasks.tag", "TagTask")}
 _registered: dict[str, type] = {}
 
