@@ -19,8 +19,8 @@ def streams_nll(cfg, P, streams, batch: int | None = None, window: int = 128, pe
                 progress=None):
     """NLL of each stream in `streams` (1-D int arrays of ids, without the leading EOS), `batch` of them
     side by side (default: 256 for vocabularies up to 1,024 tokens, 64 above, where the (window x batch,
-    V) logits grow large; measured on 10,000 lines: 256 was 13 % faster than 64 for a character model,
-    equal for a 10,000-word one).
+    V) logits grow large; 256 was faster than 64 for a character model and equal for a 10,000-word
+    one, bench/RESULTS.md).
 
     Returns (sums (S,) float64, per) where per[i] is stream i's (n_i,) float64 token NLLs when
     per_token, else None. progress(k) is called with the number of tokens just scored.

@@ -7,11 +7,10 @@ trie of prefixes, and a node's log-softmax serves every stream that passes throu
 The trie runs level by level (depth d = prefix length): one step of the whole stack for all nodes of
 the level at once, from their parents' states, then the decoder over them. Streams are sorted before
 they are cut into groups, so neighbours share their prefixes.
-When it pays (`worth_it`), measured with the PTB recipe model (2x400 words): on n-best lists, 10
-hypotheses of each of 982 ptb.train.txt sentences that differ in their last two words, 2,414-2,526
-hypotheses/s against 581-594 through windows; on 10,000 plain ptb.train.txt lines, where distinct
-prefixes are 88 % of the positions, 557-641 lines/s against 594, and slower than the windows on
-Tiny Shakespeare lines. So it takes over only where at most SHARE of the positions are distinct.
+When it pays (`worth_it`): on n-best lists it is several times faster than scoring through windows,
+on plain corpora, where nearly every prefix is distinct, no faster, on character lines slower (measured
+with the recipe models: bench/RESULTS.md). So it takes over only where at most SHARE of the positions
+are distinct.
 """
 from __future__ import annotations
 

@@ -2,19 +2,18 @@
 memory kept for reuse.
 
 Threads: inside a kernel each thread calls BLAS on its own rows. A BLAS with a thread pool of its own
-then fights Numba's threads for the cores (both spin while waiting); on this 2-core machine that made
-training 6x slower. So:
+then fights Numba's threads for the cores (both spin while waiting), and training ran several times
+slower (measured: bench/RESULTS.md, "Figures behind the code's design"). So:
 - the `charlm` command sets OPENBLAS_NUM_THREADS=1 before NumPy loads (cli.py), so no BLAS pool exists;
 - in a Python program that loaded NumPy first, `compute_threads` caps BLAS at one thread for the
   duration of charlm's work (threadpoolctl). The kernels' BLAS is SciPy's OpenBLAS (Numba calls it
   through scipy.linalg.cython_blas), a library of its own that loads on first use, so it is loaded
-  before the cap: capped only afterwards, it kept its 2 threads and training ran at 8k tok/s instead
-  of 96-112k (hidden 128).
-Numba's threading layer: with BLAS at one thread, TBB and OpenMP launch a parallel kernel in about
-2 µs against 70-100 µs with the `workqueue` layer (an Adam step on 65 floats: 2.3 and 1.8 vs 97 µs),
-and a training window launches some 30 kernels. Hidden 128 trained at 116-122k tok/s with OpenMP and
-117-121k with TBB, against 73-95k with workqueue. TBB comes first because it is fork-safe: GNU OpenMP
-is not, so Numba terminates a forked child that runs a kernel, and a multiprocessing Pool (fork is
+  before the cap: capped only afterwards, it kept its own threads and training ran an order of
+  magnitude slower.
+Numba's threading layer: with BLAS at one thread, TBB and OpenMP launch a parallel kernel some 40
+times faster than the `workqueue` layer, and a training window launches some 30 kernels, so small
+models train markedly faster on them (figures: bench/RESULTS.md). TBB comes first because it is
+fork-safe: GNU OpenMP is not, so Numba terminates a forked child that runs a kernel, and a multiprocessing Pool (fork is
 the default start method on Linux) then hangs. So Numba tries TBB (a dependency on x86-64), then
 OpenMP (needs the system's libgomp), then workqueue, unless NUMBA_THREADING_LAYER is set.
 

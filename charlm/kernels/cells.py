@@ -17,8 +17,8 @@ the weight gradients with one GEMM each over all steps:
 Speed: the recurrent products are a few rows (a thread's share of the batch) times a weight matrix.
 For such shapes OpenBLAS has kernels that skip packing the weight matrix, used when M*N*K <= 10^6
 (SMALL_MNK); packing 4 MB of W_hh per step otherwise halved the speed. So the weights arrive cut into
-column chunks (`column_chunks`, once per window) sized to stay under that limit: 113 GFLOP/s per core
-against 53 for the whole product (16 x 512 x 2048 on this machine's Zen 4 cores).
+column chunks (`column_chunks`, once per window) sized to stay under that limit, which about doubles
+the product's speed (measured: bench/RESULTS.md, "Figures behind the code's design").
 The elementwise math runs in small row functions over 1-D contiguous slices (one batch row, one
 gate block). In that form LLVM vectorizes them (with the arithmetic tanh/σ of `activations` in float32);
 one big loop touching many 2-D arrays did not vectorize and cost 20x more.
@@ -52,9 +52,9 @@ def column_chunks(W, rows: int, transpose: bool = False) -> np.ndarray:
     """W (K, N), or W^T when `transpose` (W then (N, K)), as nc column chunks (nc, K, cw), the last one
     zero-padded, so that a product of `rows` rows by one chunk stays within SMALL_MNK. cw is a multiple
     of 16 (AVX-512 holds 16 floats; 8 when 16 columns are too many) chosen for the least padding, then
-    the fewest chunks: 16 x 512 x 2048 takes 32 chunks of 64 columns (292 µs a product here) rather than
-    19 of 112 (318 µs). When the matrix fits whole, or not even 8 columns fit, the result is one chunk:
-    the matrix itself."""
+    the fewest chunks: 16 x 512 x 2048 takes 32 chunks of 64 columns rather than 19 of 112 (the faster
+    of the two, bench/RESULTS.md). When the matrix fits whole, or not even 8 columns fit, the result is
+    one chunk: the matrix itself."""
     K, N = W.shape[::-1] if transpose else W.shape
     fit = SMALL_MNK // max(1, rows * K)                  # widest chunk within the limit
     if fit >= N or fit < 8:
@@ -70,7 +70,7 @@ def column_chunks(W, rows: int, transpose: bool = False) -> np.ndarray:
 def _fill_chunks(W, transpose, out):
     """out[c, k, j] = M[k, c*cw + j] for M = W, or W^T when transpose; 0 past M's last column.
     Transposing reads 16 elements of a W row at a time, so the 16 output rows they go to stay in L1
-    (NumPy's strided copy of a 512 x 2048 W^T took 4-5 ms; this takes 0.5)."""
+    (about 8x faster than NumPy's strided copy of W^T: bench/RESULTS.md)."""
     nc, K, cw = out.shape
     N = W.shape[0] if transpose else W.shape[1]
     for c in prange(nc):

@@ -1,8 +1,8 @@
 """Matrix products split across Numba's threads, each part one single-threaded BLAS call.
 
 charlm keeps BLAS itself at one thread (see `charlm.threads`) and runs its own threads: OpenBLAS
-threads that spin while Numba's threads also run fight for the cores, and on a busy 2-core machine
-that made training several times slower. Rows of the output are split evenly; a product summed over
+threads that spin while Numba's threads also run fight for the cores, and that made training several
+times slower (bench/RESULTS.md). Rows of the output are split evenly; a product summed over
 rows (A^T B) gives each thread a partial sum of its rows, added at the end.
 The thread count is read in Python (`parts`) and passed in, so the compiled kernels can be cached.
 """

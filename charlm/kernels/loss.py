@@ -6,8 +6,8 @@ For logits z (N, V) and targets y (N,):
 
 Speed: a row's maximum and its sum of exponentials are taken in LANES partial results (lane l takes
 entries v ≡ l mod LANES, then the lanes are combined). That fixed order is what lets LLVM vectorize the
-reductions without licence to reorder sums; with the float32 `exp` of `activations`, a 10,000-word row
-costs about 7 µs instead of 43 µs with libm's exp. The sums are float64 in every case.
+reductions without licence to reorder sums; with the float32 `exp` of `activations` a row costs about
+a sixth of what it does with libm's exp (bench/RESULTS.md). The sums are float64 in every case.
 """
 import numba
 import numpy as np
@@ -59,8 +59,8 @@ def _exp_sum(row, m, acc):
     """row[v] := exp(row[v] - m); returns their sum in float64. acc (LANES,) float64 is scratch.
 
     `_sum_exp` with a store. Kept apart on purpose: one function with a store flag, or with an output
-    array that may be the row itself, stopped LLVM vectorizing the in-place case (measured on 700 x
-    10,000 logits: the softmax cross-entropy went from 5.1 to 22.0 ms)."""
+    array that may be the row itself, stopped LLVM vectorizing the in-place case (4x slower: measured in
+    bench/RESULTS.md)."""
     V = row.shape[0]
     whole = V - V % LANES
     acc[:] = 0.0
