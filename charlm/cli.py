@@ -432,13 +432,13 @@ def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_
 @click.option("--file", "-f", "file", type=click.Path(allow_dash=True), default=None,
               help="Score each line of this file ('-' = stdin).")
 @click.option("--per-token", is_flag=True, help="Also give each token's log-probability.")
+@click.option("--label", default=None, help="Score p(text | label) (a model trained with --labeled).")
 @json_option
 @threads_option
 def score(texts, model_path, file, per_token, label, as_json, threads):
     """Score each TEXT (or each line of --file) as a stream of its own.
 
     Prints, tab-separated: natural-log probability, tokens, perplexity, text.
-@click.option("--label", default=None, help="Score p(text | label) (a model trained with --labeled).")
 
     \b
     Examples:
