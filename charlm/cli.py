@@ -644,6 +644,10 @@ from charlm.commands.tag import tag as tag_group  # noqa: E402  (click only)
 
 main.add_command(tag_group, "tag")
 
+from charlm.commands.diagnose import diagnose as diagnose_group  # noqa: E402  (click only)
+
+main.add_command(diagnose_group, "diagnose")
+
 
 if __name__ == "__main__":
     main()
