@@ -229,3 +229,62 @@ def report_text(r: dict) -> str:
     for label, row in zip(labels, r["confusion"]):
         lines.append(f"{_printable(label):<{w}}  " + " ".join(f"{v:>{cw}}" for v in row))
     return "\n".join(lines)
+
+
+@classify.command(context_settings=CONTEXT)
+@click.option("-m", "--model", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="A language model trained with --labeled (the generator).")
+@click.option("--judge", "judge_path", required=True, type=click.Path(dir_okay=False),
+              help="A classifier that judges whether each sample has the label it was generated for.")
+@click.option("--train", "train_path", type=click.Path(), default=None,
+              help="The generator's training file: a sample found in it is not novel.")
+@click.option("-n", "--num-samples", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Samples per label.")
+@click.option("--temp", type=click.FloatRange(min=0, min_open=True), default=0.8, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Tokens at most per sample (a sample ends at its first end of line).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--show", type=click.IntRange(min=0), default=3, show_default=True, help="Samples shown per label.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the kernels.")
+def judge(model_path, judge_path, train_path, num_samples, temp, max_length, seed, show, as_json, threads):
+    """How well a conditional language model generates for each label: samples per label, their novelty
+    (the share not in the training texts) and the judge's accuracy (the share the judge classifier
+    assigns to the requested label)."""
+    from charlm.cli import set_threads
+    set_threads(threads)
+    from charlm import labeled
+    from charlm.classifier import load_classifier
+    from charlm.errors import CharlmError
+    from charlm.lm import LanguageModel
+    gen = LanguageModel.load(model_path)
+    if gen.labels is None:
+        raise CharlmError(f"-m {model_path}: not a conditional language model (train one with charlm train --labeled)")
+    clf = load_classifier(judge_path)
+    seen = set(labeled.read(train_path).texts) if train_path else None
+    rows = []
+    for i, label in enumerate(gen.labels):
+        texts = [t.strip() for t in gen.sample(length=max_length, temp=temp, stop_at_eos=True,
+                                               num_samples=num_samples, seed=seed + i, label=label)]
+        judged = [p.label for p in clf.predict(texts, threads=threads)] if label in clf.labels else None
+        rows.append({"label": label, "samples": texts[:show],
+                     "judge_accuracy": None if judged is None else sum(j == label for j in judged) / len(texts),
+                     "novelty": None if seen is None else sum(t not in seen for t in texts) / len(texts)})
+    scored = [r["judge_accuracy"] for r in rows if r["judge_accuracy"] is not None]
+    novel = [r["novelty"] for r in rows if r["novelty"] is not None]
+    summary = {"labels": rows, "num_samples": num_samples, "temp": temp,
+               "judge_accuracy": sum(scored) / len(scored) if scored else None,
+               "novelty": sum(novel) / len(novel) if novel else None}
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        return
+    w = max(len(r["label"]) for r in rows)
+    click.echo(f"{'label':<{w}}  judge   novel  samples")
+    for r in rows:
+        j = "-" if r["judge_accuracy"] is None else f"{r['judge_accuracy']:.2f}"
+        nv = "-" if r["novelty"] is None else f"{r['novelty']:.2f}"
+        click.echo(f"{_printable(r['label']):<{w}}  {j:>5}  {nv:>6}  {', '.join(_printable(s) for s in r['samples'])}")
+    mean_j = "-" if summary["judge_accuracy"] is None else f"{summary['judge_accuracy']:.4f}"
+    mean_n = "-" if summary["novelty"] is None else f"{summary['novelty']:.4f}"
+    click.echo(f"mean over {len(rows)} labels: judge accuracy {mean_j}, novelty {mean_n} "
+               f"({num_samples} samples each, temperature {temp})")
