@@ -101,6 +101,8 @@ class GradientProfile:
     horizon: list = field(default_factory=list)        # per layer: first d with ratio < HORIZON, None: beyond span
     horizon_fit: list = field(default_factory=list)    # per layer: log(HORIZON) / log ρ (None unless ρ < 1)
     valid_loss: float | None = None                    # set by `compare`
+    label: str = ""                                    # the name in a figure's legend (compare: cell, clip)
+    run: dict = field(default_factory=dict)            # compare: how the model was trained
 
     @property
     def layers(self) -> int:
@@ -115,6 +117,7 @@ class GradientProfile:
                             "horizon_fit": _num(self.horizon_fit[k])} for k in range(self.layers)],
                 "decay": _num(self.decay[-1]), "horizon": self.horizon[-1],
                 "horizon_fit": _num(self.horizon_fit[-1]), "valid_loss": _num(self.valid_loss),
+                "label": self.label or self.cell, "run": self.run,
                 "d": list(range(self.span + 1)), "ratio": arr(self.ratio), "geomean": arr(self.geomean),
                 "q25": arr(self.q25), "q50": arr(self.q50), "q75": arr(self.q75)}
 
@@ -249,4 +252,52 @@ def format_profile(p: GradientProfile) -> str:
         fit = f" (fit: {p.horizon_fit[k]:.0f})" if p.horizon_fit[k] is not None else ""
         lines.append(f"layer {k}: decay rate {p.decay[k]:.4f} per step, gradient horizon (ratio < {HORIZON:g}) "
                      f"{hz}{fit}")
+    return "\n".join(lines)
+
+
+def compare(corpus, cells, out_dir, hidden: int = 128, layers: int = 1, clips=(5.0,), time_budget: float = 60.0,
+            span: int = 100, positions: int = 100, warmup: int = 100, seed: int = 0, log=lambda msg: None,
+            progress: bool = False, threads: int | None = None, **train_options) -> list[GradientProfile]:
+    """Train one language model per cell and clip value on `corpus` (charlm.train.load_corpus), each with
+    the same size, data, seed and `time_budget` seconds, into out_dir/CELL[-clipC].safetensors (its
+    log beside it), then measure each kept model's gradient profile on the validation stream.
+    train_options: other TrainConfig fields (batch_size, seq_len, lr, ...). Returns one profile per
+    run, cells outer, clips inner, with valid_loss, label and run filled in."""
+    import os
+    from charlm import checkpoint, train
+    from charlm.cellnames import CELL_KINDS
+    from charlm.config import TrainConfig
+    profiles = []
+    several = len(clips) > 1
+    for cell in cells:
+        for clip in clips:
+            label = f"{cell} clip {clip:g}" if several else cell
+            name = f"{cell}-clip{clip:g}" if several else cell
+            out = os.path.join(out_dir, f"{name}.safetensors")
+            cfg = ModelConfig(level=corpus.vocab.level, layers=layers, hidden=hidden, embed=hidden,
+                              vocab_size=len(corpus.vocab), unk_id=corpus.vocab.unk_id, eos_id=corpus.vocab.eos_id,
+                              lowercase=corpus.vocab.lowercase, **CELL_KINDS[cell])
+            tc = TrainConfig(time_budget=time_budget, clip=clip, seed=seed, keep="best", **train_options)
+            log(f"{label}: training {cfg.describe()} for {time_budget:g} s -> {out}")
+            res = train.train(corpus, out, cfg, tc, progress=progress, log=log, threads=threads)
+            m = checkpoint.load_model(out)
+            log(f"{label}: {res.steps:,} steps, validation loss {res.valid_loss:.4f}; measuring gradients")
+            prof = gradient_profile(m.config, m.params, corpus.valid, span, positions, warmup, seed)
+            prof.valid_loss, prof.label = res.valid_loss, label
+            prof.run = {"model": out, "clip": clip, "steps": res.steps, "seconds": round(res.seconds, 1),
+                        "tokens": res.tokens, "train_loss": res.train_loss, "stopped_by": res.stopped_by}
+            profiles.append(prof)
+    return profiles
+
+
+def format_compare(profiles) -> str:
+    """One line per run: validation loss, decay rate and horizon of the top layer."""
+    w = max(len(p.label or p.cell) for p in profiles)
+    lines = [f"{'cell':<{w}}  valid loss  decay/step  horizon  horizon (fit)  steps"]
+    for p in profiles:
+        h = str(p.horizon[-1]) if p.horizon[-1] is not None else f">{p.span}"
+        fit = f"{p.horizon_fit[-1]:.0f}" if p.horizon_fit[-1] is not None else "-"
+        vl = f"{p.valid_loss:.4f}" if p.valid_loss is not None else "-"
+        lines.append(f"{p.label or p.cell:<{w}}  {vl:>10}  {p.decay[-1]:10.4f}  {h:>7}  {fit:>13}  "
+                     f"{p.run.get('steps', 0):,}")
     return "\n".join(lines)

@@ -60,7 +60,8 @@ def gradients_figure(profiles, title: str | None = None):
         color = f"C{i % 10}"
         d = np.arange(p.span + 1)
         for k in range(p.layers):
-            label = p.cell if p.layers == 1 else f"{p.cell} layer {k}"
+            name = p.label or p.cell
+            label = name if p.layers == 1 else f"{name} layer {k}"
             if p.horizon[k] is not None:
                 label += f": ρ {p.decay[k]:.3f}, horizon {p.horizon[k]}"
             else:

@@ -239,3 +239,31 @@ def test_gradients_bad_options_one_line(text_file, args, fragment):
 
 def test_gradients_missing_model_one_line(text_file, tmp_path):
     one_line_error(invoke("diagnose", "gradients", "-m", tmp_path / "none.safetensors", text_file))
+
+
+def test_compare_cli_two_cells_two_clips(text_file, tmp_path):
+    png, out_dir = tmp_path / "c.svg", tmp_path / "runs"
+    r = ok(invoke("diagnose", "compare", text_file, "--cells", "rnn-tanh,gru-minimal", "--clip", "0,1",
+                  "--time-budget", 0.5, "--hidden", 8, "--seq-len", 16, "--span", 10, "--positions", 4,
+                  "--out-dir", out_dir, "--json", "--plot", png, "-q"))
+    d = json.loads(r.stdout)
+    runs = d["cells"]
+    assert [x["label"] for x in runs] == ["rnn-tanh clip 0", "rnn-tanh clip 1", "gru-minimal clip 0",
+                                          "gru-minimal clip 1"]
+    for x in runs:
+        assert x["valid_loss"] > 0 and x["decay"] > 0 and "horizon" in x and x["run"]["steps"] >= 1
+        assert (out_dir / (x["label"].replace(" clip ", "-clip") + ".safetensors")).is_file()
+        assert (out_dir / (x["label"].replace(" clip ", "-clip") + ".log.jsonl")).is_file()
+    assert png.read_text().lstrip().startswith("<?xml")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--cells", "rnn-tanh,gruu"], "unknown cell 'gruu'"),
+    (["--cells", "lstm,lstm"], "named twice"),
+    (["--clip", "five"], "numbers separated by commas"),
+    (["--clip", "-1"], ">= 0"),
+    (["--plot", "c.jpg"], ".png, .svg or .pdf"),
+    (["--span", "5000"], "--span 5000 needs"),
+])
+def test_compare_bad_options_one_line(text_file, args, fragment):
+    one_line_error(invoke("diagnose", "compare", text_file, "--time-budget", 0.5, *args), fragment)

@@ -118,3 +118,96 @@ def gradients(ctx, text, model_path, init_cell, hidden, layers, span, positions,
         click.echo(f"({seconds:.1f} s)", err=True)
     if plot_path:
         click.echo(f"figure drawn to {plot_path}", err=True)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    from charlm.errors import CharlmError
+    try:
+        values = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CharlmError(f"{what} takes numbers separated by commas, got {text!r}") from None
+    if not values or any(not (v >= 0 and v != float("inf")) for v in values):
+        raise CharlmError(f"{what} takes finite numbers >= 0 separated by commas, got {text!r}")
+    return values
+
+
+def _cells(text: str) -> list[str]:
+    from charlm.cellnames import parse_cells
+    from charlm.errors import CharlmError
+    try:
+        return parse_cells(text)
+    except ValueError as e:
+        raise CharlmError(f"--cells: {e}") from None
+
+
+ALL_CELLS = ",".join(CELL_KINDS)
+
+
+@diagnose.command(context_settings=CONTEXT)
+@click.argument("text", type=click.Path())
+@click.option("--cells", default=ALL_CELLS, show_default=True, help="Cells to train and compare, comma-separated.")
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
+              help="Seconds of training per cell (and per --clip value).")
+@click.option("--clip", "clips", default="5", show_default=True,
+              help="Gradient-norm clip values, comma-separated (0 = off): each cell is trained once per value.")
+@click.option("--hidden", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True, help="Truncated-BPTT window.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True, help="Adam's.")
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the models and their training logs here (default: a temporary folder, removed).")
+@_measure_options
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress messages.")
+@_json_option
+@_plot_option
+@_threads_option
+def compare(text, cells, time_budget, clips, hidden, layers, batch_size, seq_len, lr, out_dir, span, positions,
+            warmup, seed, quiet, as_json, plot_path, threads):
+    """Train each cell on TEXT with the same size and budget, then compare their gradient curves.
+
+    The validation text (the last 5 % of TEXT) gives each model's validation loss and the end positions
+    of its gradient profile. All curves go on one figure (--plot), each cell's validation loss in the legend.
+    """
+    import os
+    import tempfile
+    from charlm.cli import _compile_notice, compute_threads, set_threads
+    set_threads(threads)
+    from charlm.errors import CharlmError
+    names = _cells(cells)
+    clip_values = _floats(clips, "--clip")
+    if plot_path:
+        from charlm.diagnoseplot import check_plot_path
+        check_plot_path(plot_path)
+    if out_dir is not None and not os.path.isdir(out_dir):
+        parent = os.path.dirname(os.path.abspath(out_dir))
+        if not os.path.isdir(parent):
+            raise CharlmError(f"--out-dir {out_dir}: the folder {parent} does not exist")
+        os.mkdir(out_dir)
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    from charlm import diagnose as dg
+    from charlm.train import load_corpus
+    t0 = time.perf_counter()
+    corpus = load_corpus([text])
+    if len(corpus.valid) < span + 2:
+        raise CharlmError(f"{text}: the validation text has {len(corpus.valid)} tokens, --span {span} needs "
+                          f"{span + 2}: give a longer text or a smaller --span")
+    _compile_notice(log)
+    with tempfile.TemporaryDirectory(prefix="charlm-compare-") as tmp, compute_threads(threads):
+        profiles = dg.compare(corpus, names, out_dir or tmp, hidden, layers, clip_values, time_budget, span,
+                              positions, warmup, seed, log, progress=not quiet and sys.stderr.isatty(),
+                              threads=threads, batch_size=batch_size, seq_len=seq_len, lr=lr)
+    seconds = time.perf_counter() - t0
+    if plot_path:
+        from charlm.diagnoseplot import plot_gradients
+        plot_gradients(profiles, plot_path, title=f"gradient reaching the state d steps back: "
+                       f"{layers}x{hidden}, {time_budget:g} s each on {os.path.basename(text)}")
+    if as_json:
+        _emit({"text": text, "time_budget": time_budget, "hidden": hidden, "layers": layers, "seconds":
+               round(seconds, 1), "cells": [p.as_dict() for p in profiles]})
+    else:
+        click.echo(dg.format_compare(profiles))
+        log(f"({seconds:.0f} s)")
+    if plot_path:
+        log(f"figure drawn to {plot_path}")
