@@ -2,7 +2,8 @@
 cell, the options, sampling, errors, score, perplexity, help and info (docs/language-model.md).
 
 Numbers are checked against the float64 reference (tests/reference.py) with the spec's stream semantics
-(docs/model-format.md). Models are tiny and train a few steps on slices of the shared corpora.
+(docs/model-format.md). Models are tiny and train a few steps on slices of the generated fixtures
+(tests/data); the round trip runs on slices of Tiny Shakespeare and the PTB too when they are present.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import reference as ref
 from charlm.checkpoint import load_model
 from charlm.cli import main
 from charlm.vocab import Vocab
-from support import corpus_text, invoke, ok
+from support import CELLS as CELL_CONFIGS, cell_flags, corpus_text, invoke, news, ok, one_line_error, play
 
 SIZES = ["--hidden", "16", "--batch-size", "4", "--seq-len", "16"]
 TINY = SIZES + ["-q"]
@@ -41,19 +42,9 @@ def json_lines(result) -> list[dict]:
 
 
 def assert_one_line_error(result, *fragments, code=None):
-    """A deliberate non-zero exit with one `charlm: error:` line, last on stderr, and no traceback."""
-    assert result.exit_code != 0, result.output
-    if code is not None:
-        assert result.exit_code == code, (result.exit_code, result.output)
-    assert isinstance(result.exception, SystemExit), result.exc_info   # not an escaped exception
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip("\n").split("\n")
-    errors = [line for line in lines if line.startswith("charlm: error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
-    assert result.stdout == ""
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
+    """A deliberate non-zero exit (any code unless given) with one `charlm: error:` line, last on stderr,
+    no traceback and nothing on stdout."""
+    return one_line_error(result, *fragments, code=code, no_stdout=True)
 
 
 def model_vocab(path):
@@ -76,17 +67,7 @@ def train(corpus, out, *extra):
 
 # ------------------------------------------------------------------------------------------ fixtures
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    files = {
-        "char_train": corpus_text("tinyshakespeare/input.txt", 0, 20000),
-        "char_heldout": corpus_text("tinyshakespeare/input.txt", 200000, 1500),
-        "char_small": corpus_text("tinyshakespeare/input.txt", 0, 4000),
-        "word_train": corpus_text("ptb/ptb.train.txt", 0, 20000),
-        "word_heldout": corpus_text("ptb/ptb.valid.txt", 0, 2500),
-        "word_small": corpus_text("ptb/ptb.train.txt", 0, 6000),
-    }
+def write_files(d, files: dict) -> dict:
     paths = {}
     for name, text in files.items():
         paths[name] = d / f"{name}.txt"
@@ -94,10 +75,8 @@ def data(tmp_path_factory):
     return paths
 
 
-@pytest.fixture(scope="module")
-def models(data, tmp_path_factory):
-    """One char model (2-layer LSTM) and one word model, trained a few steps, shared by the tests."""
-    d = tmp_path_factory.mktemp("models")
+def train_models(data, d) -> dict:
+    """One char model (2-layer LSTM) and one word model, trained a few steps."""
     return {
         "char": train(data["char_train"], d / "char.safetensors", "--layers", "2", "--max-steps", "5"),
         "word": train(data["word_train"], d / "word.safetensors", "--layers", "1", "--level", "word",
@@ -105,13 +84,49 @@ def models(data, tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_files(tmp_path_factory.mktemp("data"), {
+        "char_train": play(20000),
+        "char_heldout": play(1500, start=60000),
+        "char_small": play(4000),
+        "word_train": news(20000),
+        "word_heldout": news(2500, split="valid"),
+        "word_small": news(6000),
+    })
+
+
+@pytest.fixture(scope="module")
+def models(data, tmp_path_factory):
+    """The char and word models shared by the tests."""
+    return train_models(data, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """The real-corpus layer: the same files cut from Tiny Shakespeare and the PTB, and their models."""
+    d = tmp_path_factory.mktemp("real")
+    data = write_files(d, {
+        "char_train": corpus_text("tinyshakespeare/input.txt", 0, 20000),
+        "char_heldout": corpus_text("tinyshakespeare/input.txt", 200000, 1500),
+        "word_train": corpus_text("ptb/ptb.train.txt", 0, 20000),
+        "word_heldout": corpus_text("ptb/ptb.valid.txt", 0, 2500),
+    })
+    return data, train_models(data, d)
+
+
 # ---------------------------------------------------------------------------------------- round trip
 
 SENTENCES = {"char": "To be, or not to be: that is the question.", "word": "the company said it expects higher sales"}
 
 
+@pytest.mark.parametrize("source", ["fixtures", "real"])
 @pytest.mark.parametrize("level", ["char", "word"])
-def test_round_trip(level, models, data):
+def test_round_trip(level, source, request):
+    if source == "fixtures":
+        data, models = request.getfixturevalue("data"), request.getfixturevalue("models")
+    else:
+        data, models = request.getfixturevalue("real")
     model = models[level]
     m, vocab = model_vocab(model)
     assert m.config.level == level
@@ -149,7 +164,7 @@ def test_round_trip(level, models, data):
     assert p["perplexity"] == pytest.approx(math.exp(nll / n), rel=REL)
     assert p["bits_per_token"] == pytest.approx(nll / n / math.log(2), rel=REL)
     if level == "word":
-        assert p["oov"] > 0            # PTB's literal <unk> and words unseen in the small slice
+        assert p["oov"] > 0            # the literal <unk> and words unseen in the training slice
     human = run("perplexity", "-m", model, heldout).stdout
     assert f"perplexity {p['perplexity']:.4f}" in human
 
@@ -197,22 +212,9 @@ def test_perplexity_counts_eos_and_unk_and_crlf(models, tmp_path):
 
 # -------------------------------------------------------------------------------------- smoke matrix
 
-CELLS = {
-    "rnn-tanh": ["--cell", "rnn", "--activation", "tanh"],
-    "rnn-relu": ["--cell", "rnn", "--activation", "relu"],
-    "gru-full": ["--cell", "gru", "--gru-variant", "full"],
-    "gru-minimal": ["--cell", "gru", "--gru-variant", "minimal"],
-    "lstm": ["--cell", "lstm"],
-    "lstm-peephole": ["--cell", "lstm", "--peephole"],
-}
-EXPECTED_CONFIG = {
-    "rnn-tanh": {"cell": "rnn", "activation": "tanh"},
-    "rnn-relu": {"cell": "rnn", "activation": "relu"},
-    "gru-full": {"cell": "gru", "gru_variant": "full"},
-    "gru-minimal": {"cell": "gru", "gru_variant": "minimal"},
-    "lstm": {"cell": "lstm", "peephole": False},
-    "lstm-peephole": {"cell": "lstm", "peephole": True},
-}
+CELLS = {variant: cell_flags(variant) for variant in CELL_CONFIGS}
+EXPECTED_CONFIG = {variant: {"peephole": False, **kw} if kw["cell"] == "lstm" else kw      # written out
+                   for variant, kw in CELL_CONFIGS.items()}
 
 
 @pytest.mark.parametrize("level", ["char", "word"])

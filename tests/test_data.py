@@ -11,9 +11,8 @@ from hypothesis import strategies as st
 from charlm import data
 from charlm.errors import CharlmError
 from charlm.vocab import Vocab
+from support import real_corpus
 
-CORPORA = Path(os.environ.get("CHARLM_SHARED_CORPORA", Path(__file__).resolve().parents[2] / "shared" / "corpora"))
-SHAKESPEARE = CORPORA / "tinyshakespeare" / "input.txt"
 PIECES = ["a", "b", "A", " ", "\t", "\n", "\r", "\r\n", "\ufeff", "é", "😀", "中", "Σ", "\u0301", "İ",
           "<unk>", "<eos>", "xyz"]
 
@@ -197,8 +196,9 @@ def test_check_enough():
                               "(needs 2080): use a smaller --batch-size or --seq-len")
 
 
-@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason="shared corpora not found")
 def test_tinyshakespeare_streams_like_the_whole_text():
+    """The real-corpus layer (skips without ../shared/corpora)."""
+    SHAKESPEARE = real_corpus("tinyshakespeare/input.txt")
     text = SHAKESPEARE.read_text(encoding="utf-8")
     vocab = Vocab.from_counts(data.count_tokens([SHAKESPEARE], "char", False), "char", False)
     assert len(set(text)) == 65 and len(vocab) == 64 + 2  # the 65th character, "\n", is EOS

@@ -17,7 +17,7 @@ from charlm.cli import main
 from charlm.errors import CharlmError
 from charlm.plot import (MISSING_MATPLOTLIB, model_log_path, plot_command, plot_log, read_log, summarize_log,
                          summary_line)
-from support import corpora_dir, runner
+from support import play, runner
 
 LOG_KEYS = {"step", "epoch", "tokens", "train_loss", "valid_loss", "lr", "grad_norm", "tok_s", "wall"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -59,12 +59,8 @@ def fake_log(tmp_path):
 @pytest.fixture(scope="module")
 def real_log(tmp_path_factory):
     """The log `charlm train` writes next to a tiny model: 60 steps, validation every 20."""
-    corpus = corpora_dir() / "tinyshakespeare" / "input.txt"
-    if not corpus.is_file():
-        pytest.skip(f"shared corpus {corpus} is absent")
     d = tmp_path_factory.mktemp("train")
-    text = corpus.read_text(encoding="utf-8")[:20000]
-    (d / "slice.txt").write_text(text[: text.rindex("\n") + 1], encoding="utf-8")
+    (d / "slice.txt").write_text(play(20000), encoding="utf-8")
     out = d / "model.safetensors"
     res = runner().invoke(main, ["train", str(d / "slice.txt"), "--hidden", "16", "--layers", "1", "--batch-size", "4",
                                  "--seq-len", "16", "--max-steps", "60", "--valid-every", "20", "-o", str(out), "-q"])

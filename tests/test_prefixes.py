@@ -10,9 +10,7 @@ from charlm import evaluate, prefixes
 from charlm.config import ModelConfig
 
 import reference as ref
-
-CELLS = [dict(cell="lstm"), dict(cell="lstm", peephole=True), dict(cell="gru"), dict(cell="gru", gru_variant="minimal"),
-         dict(cell="rnn"), dict(cell="rnn", activation="relu")]
+from support import CELLS
 
 
 def _streams(rng, V, n=40):
@@ -46,7 +44,7 @@ def test_worth_it_counts_the_distinct_prefixes(monkeypatch):
         assert not prefixes.worth_it(streams)
 
 
-@pytest.mark.parametrize("kw", CELLS, ids=lambda kw: "-".join(str(v) for v in kw.values()))
+@pytest.mark.parametrize("kw", list(CELLS.values()), ids=list(CELLS))
 def test_prefix_scoring_equals_reference(kw, monkeypatch):
     monkeypatch.setattr(prefixes, "GROUP", 16)                # several tries
     monkeypatch.setattr(prefixes, "LOGITS", 27)               # decoder blocks of 3 rows (V = 9)

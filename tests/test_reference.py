@@ -14,6 +14,7 @@ import pytest
 import reference as ref
 
 from charlm.config import ModelConfig
+from support import CELLS
 
 
 def cfg_of(cell, **kw):
@@ -22,15 +23,8 @@ def cfg_of(cell, **kw):
     return ModelConfig(**base)
 
 
-# Every cell variant, unidirectional; small enough for the scalar loop.
-ALL_CELLS = {
-    "rnn-tanh": dict(cell="rnn", activation="tanh"),
-    "rnn-relu": dict(cell="rnn", activation="relu"),
-    "lstm": dict(cell="lstm"),
-    "lstm-peephole": dict(cell="lstm", peephole=True),
-    "gru-full": dict(cell="gru", gru_variant="full"),
-    "gru-minimal": dict(cell="gru", gru_variant="minimal"),
-}
+# Every cell variant (support.CELLS), unidirectional; small enough for the scalar loop.
+ALL_CELLS = CELLS
 
 
 # ---------------------------------------------------------------------------------------------------

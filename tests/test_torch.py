@@ -22,7 +22,7 @@ from charlm.checkpoint import load_model, save_model
 from charlm.cli import main
 from charlm.model import init_params
 from charlm.vocab import Vocab
-from support import corpus_text, runner
+from support import news, play, runner
 
 TINY = ["--hidden", "16", "--batch-size", "4", "--seq-len", "16", "--max-steps", "20", "--lr", "0.01", "-q"]
 REL = 1e-4
@@ -34,26 +34,25 @@ def run(*args):
     return r
 
 
-CASES = {
-    "char-lstm-2": ("tinyshakespeare/input.txt", ["--level", "char", "--cell", "lstm", "--layers", "2"]),
-    "word-rnn-tanh": ("ptb/ptb.train.txt", ["--level", "word", "--cell", "rnn", "--activation", "tanh",
-                                            "--layers", "1"]),
-    "char-lstm-1-tied": ("tinyshakespeare/input.txt", ["--level", "char", "--cell", "lstm", "--layers", "1",
-                                                       "--tie-weights"]),
+CASES = {   # name: (training text, held-out text, options); texts from the fixtures in tests/data
+    "char-lstm-2": ("char", ["--level", "char", "--cell", "lstm", "--layers", "2"]),
+    "word-rnn-tanh": ("word", ["--level", "word", "--cell", "rnn", "--activation", "tanh", "--layers", "1"]),
+    "char-lstm-1-tied": ("char", ["--level", "char", "--cell", "lstm", "--layers", "1", "--tie-weights"]),
 }
-HELDOUT = {"tinyshakespeare/input.txt": ("tinyshakespeare/input.txt", 300000, 2000),
-           "ptb/ptb.train.txt": ("ptb/ptb.valid.txt", 0, 3000)}
+TEXTS = {"char": lambda: (play(20000), play(2000, start=80000)),
+         "word": lambda: (news(20000), news(3000, split="valid"))}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("torch")
     out = {}
-    for name, (corpus, args) in CASES.items():
+    for name, (level, args) in CASES.items():
+        train_text, heldout_text = TEXTS[level]()
         train_file = d / f"{name}.train.txt"
-        train_file.write_text(corpus_text(corpus, 0, 20000), encoding="utf-8", newline="")
+        train_file.write_text(train_text, encoding="utf-8", newline="")
         heldout = d / f"{name}.heldout.txt"
-        heldout.write_text(corpus_text(*HELDOUT[corpus]), encoding="utf-8", newline="")
+        heldout.write_text(heldout_text, encoding="utf-8", newline="")
         model = d / f"{name}.safetensors"
         run("train", train_file, "-o", model, *TINY, *args, "--keep", "last")
         out[name] = (model, heldout)
