@@ -1,4 +1,9 @@
-"""The corpus registry and `charlm corpus list|get`, without network: local folders and file:// URLs."""
+"""The corpus registry and `charlm corpus list|get`, without network: local folders and file:// URLs.
+
+The copies come from ../shared/corpora when it is there (then the real files are checked against the
+registry's real checksums); without it, from stand-ins made of the fixtures in tests/data, with the
+registry's sizes and checksums set to theirs for the test, so the same code paths run either way.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -10,13 +15,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from tqdm import tqdm
 
 from charlm import registry
 from charlm.cli import main
 from charlm.registry import CORPORA, corpus_group
-from support import corpora_dir, invoke, ok, one_line_error
+from support import DATA, corpora_dir, invoke, ok, one_line_error
 
-SHAKESPEARE_SHA = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+SHAKESPEARE_SHA = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"   # the real input.txt
+STAND_INS = {"tinyshakespeare": {"input.txt": "play.txt"},            # registry file -> tests/data file
+             "ptb": {"ptb.train.txt": "news.train.txt", "ptb.valid.txt": "news.valid.txt"}}
+_test = {}                                                            # this test's monkeypatch and tmp_path
 WIKI = {"wikitext-2/wiki.train.tokens": " = Valkyria Chronicles = \n the game began development \n",
         "wikitext-2/wiki.valid.tokens": " = Homarus gammarus = \n a species of lobster \n",
         "wikitext-2/wiki.test.tokens": " = Robert Boulter = \n an English actor \n"}
@@ -27,13 +36,28 @@ TEXT8 = " anarchism originated as a term of abuse first used against early worki
 def setup(monkeypatch, tmp_path):
     monkeypatch.setitem(main.commands, "corpus", corpus_group)
     monkeypatch.setenv("CHARLM_CACHE", str(tmp_path / "cache"))
+    _test.update(monkeypatch=monkeypatch, tmp_path=tmp_path)
 
 
 def shared(name):
+    """A folder holding corpus `name`'s files: the real copy, else stand-ins (see the module docstring)."""
     folder = corpora_dir() / name
+    if folder.is_dir():
+        return folder
+    folder = _test["tmp_path"] / "stand-ins" / name
     if not folder.is_dir():
-        pytest.skip(f"shared corpus {folder} is absent")
+        folder.mkdir(parents=True)
+        for fname, fixture in STAND_INS[name].items():
+            data = (DATA / fixture).read_bytes()
+            (folder / fname).write_bytes(data)
+            spec = CORPORA[name]["files"][fname]
+            _test["monkeypatch"].setitem(spec, "sha256", hashlib.sha256(data).hexdigest())
+            _test["monkeypatch"].setitem(spec, "size", len(data))
     return folder
+
+
+def expected_sha(name="tinyshakespeare", fname="input.txt"):
+    return CORPORA[name]["files"][fname]["sha256"]
 
 
 def sha(path):
@@ -91,7 +115,7 @@ def test_get_tinyshakespeare_into_cache_then_listed_as_cached(tmp_path):
     r = ok(invoke("corpus", "get", "tinyshakespeare", "--from", shared("tinyshakespeare")))
     folder = tmp_path / "cache" / "corpora" / "tinyshakespeare"
     assert r.stdout == f"{folder}\n"
-    assert sha(folder / "input.txt") == SHAKESPEARE_SHA
+    assert sha(folder / "input.txt") == expected_sha()
     assert [p.name for p in folder.iterdir()] == ["input.txt"]                   # no temp file left
     umask = os.umask(0)
     os.umask(umask)
@@ -139,7 +163,7 @@ def test_corrupted_copy_is_deleted(tmp_path):
     dest = tmp_path / "d"
     for source in (src, src.as_uri()):                # the copy and the download path
         r = invoke("corpus", "get", "tinyshakespeare", "--from", source, "--dest", dest)
-        one_line_error(r, "sha256 mismatch for input.txt", f"expected {SHAKESPEARE_SHA}",
+        one_line_error(r, "sha256 mismatch for input.txt", f"expected {expected_sha()}",
                        f"got {hashlib.sha256(bytes(data)).hexdigest()}", "the download was deleted")
         assert not dest.exists() or list(dest.iterdir()) == []
 
@@ -149,7 +173,7 @@ def test_corrupted_cached_file_is_replaced(tmp_path):
     dest.mkdir()
     (dest / "input.txt").write_text("not shakespeare")
     ok(invoke("corpus", "get", "tinyshakespeare", "--from", shared("tinyshakespeare"), "--dest", dest))
-    assert sha(dest / "input.txt") == SHAKESPEARE_SHA
+    assert sha(dest / "input.txt") == expected_sha()
 
 
 def test_unknown_corpus_and_missing_from_dir(tmp_path):
@@ -164,7 +188,7 @@ def test_file_url_mirror_goes_through_the_download_path(tmp_path):
     src = shared("tinyshakespeare")
     dest = tmp_path / "d"
     r = ok(invoke("corpus", "get", "tinyshakespeare", "--from", src.as_uri() + "/", "--dest", dest))
-    assert r.stdout == f"{dest}\n" and sha(dest / "input.txt") == SHAKESPEARE_SHA
+    assert r.stdout == f"{dest}\n" and sha(dest / "input.txt") == expected_sha()
     assert r.stderr == ""                                      # no bar: stderr is not a terminal
     # A mirror without the unverified test split: warning and skip; a missing verified file: error.
     r = ok(invoke("corpus", "get", "ptb", "--from", shared("ptb").as_uri(), "--dest", tmp_path / "p"))
@@ -176,9 +200,10 @@ def test_file_url_mirror_goes_through_the_download_path(tmp_path):
 def test_api_with_progress_bar(tmp_path, capsys):
     dest = registry.get("tinyshakespeare", source=shared("tinyshakespeare").as_uri(), dest=tmp_path / "d",
                         progress=True)
-    assert dest == tmp_path / "d" and sha(dest / "input.txt") == SHAKESPEARE_SHA
+    assert dest == tmp_path / "d" and sha(dest / "input.txt") == expected_sha()
     err = capsys.readouterr().err
-    assert "input.txt:" in err and "1.06M" in err              # tqdm drew the bar on stderr
+    size = tqdm.format_sizeof(CORPORA["tinyshakespeare"]["files"]["input.txt"]["size"], divisor=1024)
+    assert "input.txt:" in err and size in err                # tqdm drew the bar on stderr (1.06M, real)
 
 
 def test_network_error_is_one_line_naming_the_url(tmp_path):
