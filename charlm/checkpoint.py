@@ -1,6 +1,6 @@
 """Model files: save and strictly load the one-file safetensors format "charlm/1".
 
-The format is ../shared/spec/model-format.md. A file is safetensors: an 8-byte little-endian header
+The format is docs/model-format.md. A file is safetensors: an 8-byte little-endian header
 length N, N bytes of JSON header (tensor entries plus a `__metadata__` object of strings), then the
 raw tensor bytes. charlm writes float32 tensors named by `ModelConfig.param_shapes()` and the metadata
 keys `format`, `config`, `vocab`, plus any extra string keys (training history, versions).
