@@ -177,7 +177,7 @@ def test_negative_control_other_seed(data, reference, tmp_path):
 @pytest.mark.parametrize("damage", ["rng", "carry", "adam-moment", "lr"])
 def test_negative_control_perturbed_state(damage, data, reference, tmp_path):
     """Resuming from a state with one thing changed (a generator one draw ahead, a zeroed carried state, one
-    Adam moment nudged by one ulp, the decayed learning rate reset) ends with other bits: each part of the
+    Adam moment tensor nudged by one ulp, the decayed learning rate reset) ends with other bits: each part of the
     state matters, and the comparison would notice if resume lost it."""
     out = tmp_path / "m.safetensors"
     train(data, out, "--max-steps", data["spe"] // 2)
@@ -192,7 +192,7 @@ def test_negative_control_perturbed_state(damage, data, reference, tmp_path):
         st.carry[...] = 0.0
     elif damage == "adam-moment":
         v = st.opt_arrays["v.rnn.weight_hh_l0"]
-        v.view(np.uint32)[0] += 1
+        v.view(np.uint32)[...] += 1                    # every element of one moment tensor, by one ulp
     else:
         st.progress["opt_scalars"]["lr"] = st.train_config["lr"]
     save_state(path, st)
