@@ -101,6 +101,7 @@ def long_range_figure(result: dict, title: str | None = None):
     ax.axhline(result["threshold"], color="grey", linestyle=":", label=f"success threshold {result['threshold']:g}")
     ax.axhline(result["chance"], color="black", linestyle="--", linewidth=0.8, label=f"chance {result['chance']:.3g}")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(lengths, [str(x) for x in lengths])
     ax.set_xlabel("sequence length T")
     ax.set_ylabel(result["error_name"])

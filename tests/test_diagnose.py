@@ -267,3 +267,110 @@ def test_compare_cli_two_cells_two_clips(text_file, tmp_path):
 ])
 def test_compare_bad_options_one_line(text_file, args, fragment):
     one_line_error(invoke("diagnose", "compare", text_file, "--time-budget", 0.5, *args), fragment)
+
+
+# ------------------------------------------------------------------------------ (3) long-range tasks
+
+
+def test_adding_generator_by_hand():
+    from charlm.longrange import adding
+    X, y, marks = adding(np.random.default_rng(7), 5, 8)
+    assert X.shape == (5, 8, 2) and y.shape == (5,)
+    for b in range(5):
+        on = np.nonzero(X[b, :, 1])[0]
+        assert list(on) == list(marks[b]) and len(on) == 2
+        assert on[0] < 4 <= on[1]                               # one mark in each half
+        assert set(np.unique(X[b, :, 1])) <= {0.0, 1.0}
+        assert y[b] == X[b, on[0], 0] + X[b, on[1], 0]
+        assert ((0 <= X[b, :, 0]) & (X[b, :, 0] < 1)).all()
+    X2, y2, _ = adding(np.random.default_rng(7), 5, 8)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+    assert not np.array_equal(adding(np.random.default_rng(8), 5, 8)[0], X)
+    X, y, m = adding(np.random.default_rng(0), 3, 2)            # T = 2: the marks are at 0 and 1
+    assert (m == [0, 1]).all() and np.allclose(y, X[:, 0, 0] + X[:, 1, 0])
+
+
+def test_temporal_order_generator_by_hand():
+    from charlm.longrange import temporal_order
+    X, y, marks = temporal_order(np.random.default_rng(3), 200, 20)
+    assert X.shape == (200, 20, 6) and (X.sum(axis=2) == 1).all()
+    sym = X.argmax(axis=2)
+    for b in range(200):
+        t1, t2 = marks[b]
+        assert 2 <= t1 <= 4 and 10 <= t2 <= 12
+        special = np.nonzero(sym[b] >= 4)[0]
+        assert list(special) == [t1, t2]                          # X/Y only at the two marks
+        assert y[b] == 2 * (sym[b, t1] == 5) + (sym[b, t2] == 5)  # XX 0, XY 1, YX 2, YY 3
+    assert set(y) == {0, 1, 2, 3}
+    np.testing.assert_array_equal(temporal_order(np.random.default_rng(3), 200, 20)[0], X)
+
+
+def test_generators_refuse_short_lengths():
+    from charlm.errors import CharlmError
+    from charlm.longrange import adding, temporal_order
+    with pytest.raises(CharlmError, match=">= 2"):
+        adding(np.random.default_rng(0), 1, 1)
+    with pytest.raises(CharlmError, match=">= 10"):
+        temporal_order(np.random.default_rng(0), 1, 9)
+
+
+@pytest.mark.parametrize("task", ["adding", "temporal-order"])
+@pytest.mark.parametrize("variant", ["rnn-tanh", "lstm"])
+def test_long_range_gradients_central_differences(task, variant):
+    from charlm import longrange
+    cfg = longrange.model_config(task, CELLS[variant], hidden=3)
+    rng = np.random.default_rng(2)
+    P = longrange.init_params(task, cfg, rng, np.float64)
+    X, y, _ = longrange.GENERATORS[task](rng, 3, 10)
+    _, grads = longrange.loss_and_grads(task, cfg, P, X, y)
+    assert set(grads) == set(P)
+    worst = 0.0
+    for name, p in P.items():
+        for i in range(min(p.size, 6)):
+            old = p.flat[i]
+            p.flat[i] = old + EPS
+            up = longrange.loss_and_grads(task, cfg, P, X, y)[0]
+            p.flat[i] = old - EPS
+            down = longrange.loss_and_grads(task, cfg, P, X, y)[0]
+            p.flat[i] = old
+            num = (up - down) / (2 * EPS)
+            worst = max(worst, abs(num - grads[name].flat[i]) / max(1e-3, abs(num)))
+    assert worst < 1e-5, worst
+
+
+def test_long_range_cli_json_table_and_plot(tmp_path):
+    png = tmp_path / "lr.png"
+    r = ok(invoke("diagnose", "long-range", "--task", "temporal-order", "--lengths", "10,20", "--cells",
+                  "rnn-tanh,gru-minimal", "--time-budget", 0.3, "--hidden", 4, "--json", "--plot", png, "-q"))
+    d = json.loads(r.stdout)
+    assert d["task"] == "temporal-order" and d["lengths"] == [10, 20] and d["threshold"] == 0.1
+    assert list(d["cells"]) == ["rnn-tanh", "gru-minimal"]
+    for rows in d["cells"].values():
+        assert [x["length"] for x in rows] == [10, 20]
+        for x in rows:
+            assert 0 <= x["error"] <= 1 and x["success"] == (x["error"] < 0.1) and x["steps"] >= 1
+    assert png.stat().st_size > 1000
+    r = ok(invoke("diagnose", "long-range", "--lengths", "5", "--cells", "lstm", "--time-budget", 0.2, "-q"))
+    assert "adding problem" in r.stdout and "T=5" in r.stdout
+
+
+def test_long_range_figure_axes():
+    from charlm.diagnoseplot import long_range_figure
+    result = {"task": "adding", "threshold": 0.04, "chance": 1 / 6, "error_name": "validation MSE",
+              "lengths": [10, 50], "cells": {"lstm": [{"error": 0.01, "success": True},
+                                                      {"error": 0.2, "success": False}]}}
+    ax = long_range_figure(result).axes[0]
+    assert ax.get_xlabel() == "sequence length T" and ax.get_ylabel() == "validation MSE"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--lengths", "10,x"], "integers separated by commas"),
+    (["--lengths", "10,10"], "given twice"),
+    (["--task", "temporal-order", "--lengths", "5"], "lengths >= 10"),
+    (["--cells", "lstm,bogus"], "unknown cell"),
+    (["--plot", "a.gif"], ".png, .svg or .pdf"),
+    (["--out-dir", "/no/such/place/x"], "does not exist"),
+])
+def test_long_range_bad_options_one_line(args, fragment):
+    one_line_error(invoke("diagnose", "long-range", "--time-budget", 0.1, *args), fragment)
