@@ -301,3 +301,70 @@ def format_compare(profiles) -> str:
         lines.append(f"{p.label or p.cell:<{w}}  {vl:>10}  {p.decay[-1]:10.4f}  {h:>7}  {fit:>13}  "
                      f"{p.run.get('steps', 0):,}")
     return "\n".join(lines)
+
+
+def clipping_report(path, clip: float | None = None, spikes: int = 5, around: int = 3) -> dict:
+    """The pre-clip gradient norms of a training run, from its JSON-lines log (`path` is the log, or the
+    model file beside which it lies). The engine logs grad_norm every LOG_EVERY steps, so the figures
+    are over those logged steps. clip: the run's clip value (None: the model file's train_config).
+    Returns {source, clip, logged, steps, norms, quantiles, mean, share_clipped, spikes: the `spikes`
+    largest norms with the logged train_loss of the `around` records either side}."""
+    import json as _json
+    import os
+    from charlm.plot import model_log_path, read_log
+    path = str(path)
+    model_path = None
+    if path.endswith(".safetensors"):
+        model_path, log = path, str(model_log_path(path))
+        if not os.path.exists(log):
+            raise CharlmError(f"{path}: no training log beside it ({log})")
+    else:
+        log = path
+        guess = log[: -len(".log.jsonl")] + ".safetensors" if log.endswith(".log.jsonl") else None
+        model_path = guess if guess and os.path.exists(guess) else None
+    records = [r for r in read_log(log) if isinstance(r.get("grad_norm"), (int, float))
+               and not isinstance(r.get("grad_norm"), bool) and "event" not in r]
+    if not records:
+        raise CharlmError(f"{log}: no logged gradient norms (grad_norm) in this log")
+    if clip is None and model_path is not None:
+        from charlm.checkpoint import read_metadata
+        try:
+            clip = float(_json.loads(read_metadata(model_path).get("train_config", "{}")).get("clip"))
+        except (TypeError, ValueError, CharlmError):
+            clip = None
+    if clip is None:
+        raise CharlmError(f"{log}: the run's clip value is unknown (no model file with it beside the log): "
+                          f"give --clip")
+    steps = [int(r["step"]) for r in records]
+    norms = np.array([float(r["grad_norm"]) for r in records])
+    q = np.quantile(norms, [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0])
+    order = np.argsort(-norms, kind="stable")[:spikes]
+    all_records = [r for r in read_log(log) if "event" not in r and isinstance(r.get("train_loss"), (int, float))]
+    by_step = [int(r["step"]) for r in all_records]
+    spike_rows = []
+    for i in sorted(order, key=lambda i: -norms[i]):
+        j = int(np.searchsorted(by_step, steps[i]))
+        near = all_records[max(0, j - around): j + around + 1]
+        spike_rows.append({"step": steps[i], "grad_norm": float(norms[i]),
+                           "loss_around": [{"step": int(r["step"]), "train_loss": float(r["train_loss"])}
+                                           for r in near]})
+    return {"source": log, "model": model_path, "clip": clip, "logged": len(records), "steps": steps,
+            "norms": norms.tolist(),
+            "quantiles": dict(zip(("min", "q25", "median", "q75", "q90", "q99", "max"), map(float, q))),
+            "mean": float(norms.mean()),
+            "share_clipped": float(np.mean(norms > clip)) if clip > 0 else 0.0, "spikes": spike_rows}
+
+
+def format_clipping(r: dict) -> str:
+    q = r["quantiles"]
+    clip = f"clip {r['clip']:g}" if r["clip"] else "no clipping (clip 0)"
+    lines = [f"{r['source']}: {r['logged']} logged steps (every {r['steps'][1] - r['steps'][0] if r['logged'] > 1 else 1}"
+             f"th), {clip}",
+             "gradient norm before clipping: " + ", ".join(f"{k} {v:.4g}" for k, v in q.items())
+             + f", mean {r['mean']:.4g}",
+             f"share of logged steps clipped: {r['share_clipped']:.1%}",
+             "largest norms (train loss of the logged steps around):"]
+    for s in r["spikes"]:
+        around = " ".join(f"{a['step']}:{a['train_loss']:.3f}" for a in s["loss_around"])
+        lines.append(f"  step {s['step']:>7,}  norm {s['grad_norm']:.4g}   {around}")
+    return "\n".join(lines)

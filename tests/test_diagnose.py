@@ -374,3 +374,52 @@ def test_long_range_figure_axes():
 ])
 def test_long_range_bad_options_one_line(args, fragment):
     one_line_error(invoke("diagnose", "long-range", "--time-budget", 0.1, *args), fragment)
+
+
+# ------------------------------------------------------------------------------------------ clipping
+
+
+def _write_log(path, norms):
+    lines = []
+    for i, n in enumerate(norms, 1):
+        lines.append(json.dumps({"step": 50 * i, "train_loss": 2.0 + (1.0 if n > 4 else 0.0), "valid_loss": None,
+                                 "grad_norm": n}))
+        if i == 2:
+            lines.append(json.dumps({"step": 100, "train_loss": 2.0, "valid_loss": 1.9, "grad_norm": None}))
+    lines.append(json.dumps({"step": 999, "event": "diverged", "loss": "nan", "grad_norm": "nan"}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_clipping_report_by_hand(tmp_path):
+    log = tmp_path / "run.log.jsonl"
+    _write_log(log, [1.0, 2.0, 9.0, 3.0, 6.0, 1.5])
+    r = diagnose.clipping_report(log, clip=5.0, spikes=2)
+    assert r["logged"] == 6 and r["steps"] == [50, 100, 150, 200, 250, 300]
+    assert r["share_clipped"] == pytest.approx(2 / 6)
+    assert r["quantiles"]["max"] == 9.0 and r["quantiles"]["min"] == 1.0 and r["quantiles"]["median"] == 2.5
+    assert [s["step"] for s in r["spikes"]] == [150, 250]
+    assert 3.0 in [a["train_loss"] for a in r["spikes"][0]["loss_around"]]
+    assert diagnose.clipping_report(log, clip=0.0)["share_clipped"] == 0.0
+
+
+def test_clipping_cli(tmp_path):
+    log = tmp_path / "run.log.jsonl"
+    _write_log(log, [1.0, 2.0, 9.0, 3.0])
+    png = tmp_path / "clip.png"
+    r = ok(invoke("diagnose", "clipping", log, "--clip", 5, "--plot", png))
+    assert "share of logged steps clipped: 25.0%" in r.stdout and png.stat().st_size > 1000
+    d = json.loads(ok(invoke("diagnose", "clipping", log, "--clip", 5, "--json")).stdout)
+    assert d["clip"] == 5 and d["norms"] == [1.0, 2.0, 9.0, 3.0]
+    one_line_error(invoke("diagnose", "clipping", log), "give --clip")
+    one_line_error(invoke("diagnose", "clipping", tmp_path / "none.safetensors"), "no training log")
+    one_line_error(invoke("diagnose", "clipping", tmp_path / "none.log.jsonl", "--clip", 1), "no such log")
+    one_line_error(invoke("diagnose", "clipping", log, "--clip", 1, "--plot", tmp_path / "x.bmp"), ".png")
+
+
+def test_clipping_figure_axes(tmp_path):
+    from charlm.diagnoseplot import clipping_figure
+    log = tmp_path / "run.log.jsonl"
+    _write_log(log, [1.0, 2.0, 9.0])
+    fig = clipping_figure(diagnose.clipping_report(log, clip=5.0))
+    assert fig.axes[0].get_xlabel() == "step" and "before clipping" in fig.axes[0].get_ylabel()
+    assert "before clipping" in fig.axes[1].get_xlabel()

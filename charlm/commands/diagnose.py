@@ -286,3 +286,33 @@ def long_range(task, lengths, cells, time_budget, hidden, batch_size, lr, clip, 
         log(f"({result['seconds']:.0f} s)")
     if plot_path:
         log(f"figure drawn to {plot_path}")
+
+
+@diagnose.command(context_settings=CONTEXT)
+@click.argument("log_or_model", type=click.Path())
+@click.option("--clip", type=click.FloatRange(min=0), default=None,
+              help="The run's clip value [default: the model file's, beside the log].")
+@click.option("--spikes", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Show the loss around this many of the largest norms.")
+@_json_option
+@_plot_option
+def clipping(log_or_model, clip, spikes, as_json, plot_path):
+    """Pre-clip gradient norms of a training run, from its log (MODEL.log.jsonl, or give the model).
+
+    The distribution of the logged norms, the share above the clip value, and the training loss around
+    the largest spikes. The engine logs grad_norm every 50th step: the figures are over those steps.
+    """
+    if plot_path:
+        from charlm.diagnoseplot import check_plot_path
+        check_plot_path(plot_path)
+    from charlm import diagnose as dg
+    report = dg.clipping_report(log_or_model, clip, spikes)
+    if plot_path:
+        from charlm.diagnoseplot import plot_clipping
+        plot_clipping(report, plot_path)
+    if as_json:
+        _emit(report)
+    else:
+        click.echo(dg.format_clipping(report))
+    if plot_path:
+        click.echo(f"figure drawn to {plot_path}", err=True)
