@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -173,15 +174,9 @@ def _fsync_directory(directory: str) -> None:
 
 def load_model(path, task: str = "lm") -> LoadedModel:
     """Read and fully validate a charlm/1 model file of `task` ("lm", "classify"; metadata `task`,
-    absent = "lm"). Every failure raises ModelFileError(path, problem), a model of another task too."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ModelFileError(path, os_problem(e)) from None
-    except (TypeError, ValueError) as e:  # e.g. a path with a NUL byte
-        raise ModelFileError(path, f"cannot open: {e}") from None
-    header = parse_header(path, data[:8], len(data), lambda n: data[8:8 + n])
+    absent = "lm"). Every failure raises ModelFileError(path, problem), a model of another task too.
+    The header (size, JSON, tensor offsets) is checked against the file size before the tensors are read."""
+    data, header = read_checked(path)
     metadata = _check_metadata(path, header)
     try:
         # Structure (offsets, sizes, coverage) is safetensors' job; we only look at the result.
@@ -200,9 +195,60 @@ def load_model(path, task: str = "lm") -> LoadedModel:
     return LoadedModel(config=config, vocab=vocab, params=params, meta=meta)
 
 
+def read_checked(path) -> tuple[bytes, dict]:
+    """(the whole file, its header): a regular file only, its header parsed and its tensor offsets checked
+    against the file size before the tensor data is read (a 2 GB file with a bad header costs nothing)."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelFileError(path, "is a directory, not a model file" if stat.S_ISDIR(st.st_mode)
+                                 else "not a regular file (a device, FIFO or socket)")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            prefix = f.read(8)
+            parts = [prefix]
+
+            def read(n):
+                parts.append(f.read(n))
+                return parts[-1]
+            header = parse_header(path, prefix, size, read)
+            _check_offsets(path, header, size - 8 - len(parts[1]))
+            parts.append(f.read())
+    except OSError as e:
+        raise ModelFileError(path, os_problem(e)) from None
+    except (TypeError, ValueError) as e:  # e.g. a path with a NUL byte
+        raise ModelFileError(path, f"cannot open: {e}") from None
+    data = b"".join(parts)
+    if len(data) != size:
+        raise ModelFileError(path, "file changed or was truncated while reading")
+    return data, header
+
+
+def _check_offsets(path, header: dict, data_bytes: int) -> None:
+    """Every tensor entry's data_offsets within the `data_bytes` that follow the header, and together
+    covering them (as safetensors requires)."""
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(v) is int for v in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_bytes):
+            raise ModelFileError(path, f"damaged safetensors data: tensor {str(name)[:80]!r} has data offsets {str(offsets)[:80]} outside the "
+                                       f"{data_bytes} data bytes of the file (truncated or damaged)")
+        end = max(end, offsets[1])
+    if end != data_bytes:
+        raise ModelFileError(path, f"damaged safetensors data: the tensors cover {end} of the {data_bytes} "
+                                   f"data bytes")
+
+
 def read_metadata(path) -> dict[str, str]:
     """Only the header metadata (all keys, `format` checked), without reading the tensor data."""
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelFileError(path, "is a directory, not a model file" if stat.S_ISDIR(st.st_mode)
+                                 else "not a regular file (a device, FIFO or socket)")
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             prefix = f.read(8)
@@ -352,6 +398,8 @@ def _vocab_problem(vocab) -> str | None:
             return f"token {i} is not a string: {token!r}"
         if token in seen:
             return f"token {token!r} appears twice"
+        if not _utf8_ok(token):
+            return f"token {i} is not valid Unicode text (it holds a lone surrogate: {ascii(token)})"
         seen.add(token)
     if len(vocab) < 2:
         return f"it has {len(vocab)} tokens, needs at least <unk> and <eos>"

@@ -35,6 +35,9 @@ class CharlmGroup(click.Group):
     """Maps charlm's errors to one line on stderr and a non-zero exit."""
 
     def invoke(self, ctx):
+        if sys.stdout is None:               # `charlm ... >&-`: click would drop every line silently
+            click.echo("charlm: error: standard output is closed: nowhere to print the results", err=True)
+            sys.exit(EXIT_ERROR)
         try:
             return super().invoke(ctx)
         except click.exceptions.Exit:
@@ -47,7 +50,20 @@ class CharlmGroup(click.Group):
             sys.exit(EXIT_BROKEN_PIPE)
         except (click.Abort, KeyboardInterrupt):
             click.echo("charlm: interrupted", err=True)
+            if sys.stdout is sys.__stdout__:  # a real process, not a test runner: exit now. A compiled loop
+                for stream in (sys.stdout, sys.stderr):   # may still run (generate.interruptible) and freeing
+                    try:                                  # a large result takes seconds; every file was
+                        stream.flush()                    # closed or removed on the way here
+                    except (OSError, ValueError):
+                        pass
+                os._exit(EXIT_INTERRUPTED)
             sys.exit(EXIT_INTERRUPTED)
+        except OSError as e:                 # files are CharlmErrors: this is the output (`>/dev/full`)
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            _drop_stdout()
+            click.echo(f"charlm: error: cannot write the output: {e.strerror or e}", err=True)
+            sys.exit(EXIT_ERROR)
         except Exception as e:
             from charlm.errors import CharlmError
             if ctx.obj and ctx.obj.get("debug"):
@@ -61,6 +77,15 @@ class CharlmGroup(click.Group):
             click.echo(f"charlm: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
                        err=True)
             sys.exit(EXIT_INTERNAL)
+
+
+def _drop_stdout():
+    """Point stdout at /dev/null so that the exit's flush of what is left cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def model_option(f):
@@ -341,8 +366,14 @@ def _finite_or_null(v):
 
 
 def _dumps(obj) -> str:
-    """One --json line: strict JSON, an infinite or undefined figure as null."""
-    return json.dumps(_finite_or_null(obj), ensure_ascii=False, allow_nan=False)
+    """One --json line: strict JSON, an infinite or undefined figure as null; \\u escapes where the text
+    is not valid UTF-8 (a lone surrogate read from a file)."""
+    text = json.dumps(_finite_or_null(obj), ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(_finite_or_null(obj), allow_nan=False)
+    return text
 
 
 @main.command(context_settings=CONTEXT)
@@ -490,6 +521,18 @@ def _read_lines(file):
     return lines
 
 
+def _printable(text) -> str:
+    """Text read from a file, safe to show on a terminal: control and format characters, lone surrogates
+    and line separators (escape sequences, forged lines) shown as Python escapes."""
+    import unicodedata
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " or unicodedata.category(c) in ("Zs",)
+                   else c.encode("unicode_escape", "backslashreplace").decode("ascii") if ord(c) < 0xD800 or
+                   ord(c) > 0xDFFF else f"\\u{ord(c):04x}" for c in text)
+
+
 def _one_line(text):
     return text.replace("\n", "\\n").replace("\t", "\\t")
 
@@ -560,13 +603,14 @@ def info(model_path, as_json):
     if as_json:
         click.echo(_dumps(d))
         return
-    click.echo(f"{model_path}: {cfg.describe()}, {lm.num_params:,} parameters, vocabulary {len(lm.vocab):,}")
+    click.echo(f"{_printable(model_path)}: {cfg.describe()}, {lm.num_params:,} parameters, "
+               f"vocabulary {len(lm.vocab):,}")
     for k, v in d["config"].items():
-        click.echo(f"  {k}: {v}")
+        click.echo(f"  {k}: {_printable(v)}")
     for k, v in sorted(lm.meta.items()):
-        click.echo(f"  {k}: {v}")
+        click.echo(f"  {_printable(k)}: {_printable(v)}")
     if d["history"]:
-        click.echo(f"  training history: {summary_line(d['history'])}")
+        click.echo(f"  training history: {_printable(summary_line(d['history']))}")
 
 
 @main.command(context_settings=CONTEXT)

@@ -10,6 +10,29 @@ from charlm.kernels.cells import cell_code, pack_forward
 from charlm.kernels.sample import generate
 
 
+def interruptible(kernel, *args):
+    """Run a long compiled loop (nogil) in a worker thread while the main thread waits in Python, so a
+    Ctrl-C raises KeyboardInterrupt within a fraction of a second (the CLI then exits 130, having printed
+    nothing of the unfinished output). The abandoned worker ends with the process; in a notebook it runs
+    to its end in the background. Outside the main thread the kernel is simply called."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return kernel(*args)
+    failure = []
+
+    def work():
+        try:
+            kernel(*args)
+        except BaseException as e:         # re-raised in the caller's thread
+            failure.append(e)
+    worker = threading.Thread(target=work, name="charlm-kernel", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+    if failure:
+        raise failure[0]
+
+
 def check_sampling_options(temp, top_k, top_p, length, num_samples, beam=0):
     """One-line errors for option values no sampler can use (beam 0 = sampling, not beam search)."""
     if not temp > 0:
@@ -77,8 +100,8 @@ def sample_ids(cfg, P, prefix: np.ndarray, length: int, num_samples: int, temp: 
     out = np.zeros((num_samples, max(length, 1)), np.int32)
     lengths = np.zeros(num_samples, np.int64)
     if length > 0:
-        generate(*weights, state, np.ascontiguousarray(prefix, np.int32), length, float(temp), int(top_k),
-                 float(top_p), bool(greedy), U, cfg.eos_id, bool(stop_at_eos), out, lengths)
+        interruptible(generate, *weights, state, np.ascontiguousarray(prefix, np.int32), length, float(temp),
+                      int(top_k), float(top_p), bool(greedy), U, cfg.eos_id, bool(stop_at_eos), out, lengths)
     return [out[b, : lengths[b]].copy() for b in range(num_samples)]
 
 
@@ -93,8 +116,8 @@ def beam_ids(cfg, P, prefix: np.ndarray, length: int, width: int, stop_at_eos: b
     out = np.empty((width, length), np.int32)
     scores = np.empty(width, np.float64)
     lengths = np.empty(width, np.int64)
-    beam_search(*weights, np.ascontiguousarray(prefix, np.int32), length, width, cfg.eos_id, bool(stop_at_eos),
-                out, scores, lengths)
+    interruptible(beam_search, *weights, np.ascontiguousarray(prefix, np.int32), length, width, cfg.eos_id,
+                  bool(stop_at_eos), out, scores, lengths)
     return [(out[j, : lengths[j]].copy(), float(scores[j])) for j in range(width) if lengths[j] > 0]
 
 

@@ -398,3 +398,136 @@ def test_a_word_too_long_for_the_model_header_is_refused_before_training(monkeyp
     one_line_error(invoke("train", corpus, "--level", "word", *TINY, "-o", tmp_path / "m.safetensors"),
                    "header", "--max-vocab")
     assert sorted(os.listdir(tmp_path)) == ["w.txt"]
+
+
+# ------------------------------------------------------------- 7-9. model files read from anywhere
+
+def rewrite_header(src, dst, change, extra=b"", size=None):
+    """Copy a model file with its header JSON changed by change(header) (and bytes appended)."""
+    import struct
+    raw = Path(src).read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    change(header)
+    body = json.dumps(header).encode()
+    Path(dst).write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + n:] + extra)
+    if size is not None:
+        os.truncate(dst, size)
+    return Path(dst)
+
+
+def test_lone_surrogate_token_is_a_model_file_error(models, tmp_path):
+    d, _ = models
+
+    def surrogate(h):
+        vocab = json.loads(h["__metadata__"]["vocab"])
+        vocab[5] = "\ud800"
+        h["__metadata__"]["vocab"] = json.dumps(vocab)
+    bad = rewrite_header(d / "sane.safetensors", tmp_path / "s.safetensors", surrogate)
+    for command in (["sample"], ["score", "hi"], ["info"]):
+        one_line_error(invoke(*command, "-m", bad), str(bad), "not a usable charlm model", "lone surrogate")
+
+
+def test_info_escapes_control_characters_from_the_file(models, tmp_path):
+    d, _ = models
+
+    def evil(h):
+        h["__metadata__"]["note"] = "x\x1b]0;pwned\x07\nforged: line\r\u202e"
+        h["__metadata__"]["\x1b[2Jkey"] = "v"
+    path = rewrite_header(d / "sane.safetensors", tmp_path / "e.safetensors", evil)
+    out = ok(invoke("info", "-m", path)).stdout
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out and "\u202e" not in out
+    assert "  note: x\\x1b]0;pwned\\x07\\nforged: line\\r\\u202e\n" in out
+    assert not any(line.startswith("forged") for line in out.splitlines())
+    record = strict_json(ok(invoke("info", "-m", path, "--json")).stdout)
+    assert record["meta"]["note"].startswith("x\x1b]0;pwned")
+
+
+def test_bad_header_of_a_huge_file_is_refused_without_reading_it(models, tmp_path):
+    """The tensor offsets are checked against the file size first: a sparse 2 GB file costs nothing."""
+    d, _ = models
+
+    def stretch(h):
+        name = next(k for k in h if k != "__metadata__")
+        h[name]["data_offsets"][1] += 10 ** 9
+    path = rewrite_header(d / "sane.safetensors", tmp_path / "big.safetensors", stretch, size=2 * 10 ** 9)
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        one_line_error(invoke("sample", "-m", path), "not a usable charlm model", "data bytes")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 10 ** 6
+
+
+@pytest.mark.parametrize("command", [["sample"], ["info"], ["score", "hi"], ["perplexity", "CORPUS"]], ids=" ".join)
+def test_model_that_is_not_a_regular_file_is_refused(command, models, tmp_path):
+    d, corpus = models
+    fifo = tmp_path / "m.fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", fifo):
+        args = [corpus if a == "CORPUS" else a for a in command]
+        one_line_error(invoke(*args, "-m", path), "not a regular file")
+
+
+# ---------------------------------------------------------- 11-12. Ctrl-C in compiled loops, bad stdout
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory):
+    """A 2 x 256 LSTM (random weights): sampling takes about 0.2 ms a token, a 300,000-token sample a minute."""
+    from charlm.checkpoint import save_model
+    from charlm.config import ModelConfig
+    from charlm.model import init_params
+    cfg = ModelConfig(hidden=256, embed=256, layers=2, vocab_size=30)
+    path = tmp_path_factory.mktemp("slow") / "m.safetensors"
+    save_model(path, init_params(cfg, np.random.default_rng(0)), cfg, ["<unk>", "<eos>"] + [chr(97 + i) for i in range(28)])
+    return path
+
+
+@pytest.mark.parametrize("args", [["--length", 300000], ["--length", 20000, "--beam", 8]], ids=["sample", "beam"])
+def test_ctrl_c_stops_a_long_sample_at_once(args, slow_model, tmp_path):
+    proc = charlm("sample", "-m", slow_model, "--seed", 1, *args, cwd=tmp_path)
+    try:
+        time.sleep(4)                        # started, inside the compiled loop (it would run for minutes)
+        assert proc.poll() is None
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and out == "" and err.strip() == "charlm: interrupted", (proc.returncode, err)
+    assert took < 1.5, took
+
+
+def run_with_stdout(args, stdout, **kw):
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, timeout=60, env=env, **kw)
+
+
+@pytest.mark.parametrize("command", [["info"], ["sample", "--length", 5000], ["score", "to be"]], ids=lambda c: " ".join(map(str, c)))
+def test_output_to_a_full_device_or_a_closed_stdout_is_one_line_and_fails(command, models):
+    d, _ = models
+    args = [*command, "-m", d / "sane.safetensors"]
+    with open("/dev/full", "w") as full:
+        proc = run_with_stdout(args, full)
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        "charlm: error: cannot write the output: No space left on device"], proc.stderr
+    proc = run_with_stdout(args, subprocess.DEVNULL, preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        "charlm: error: standard output is closed: nowhere to print the results"], proc.stderr
+
+
+def test_closed_pipe_stays_quiet(models):
+    d, _ = models
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "charlm", "sample", "-m", str(d / "sane.safetensors"), "--length",
+                             "200000", "--num-samples", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert proc.returncode == 141 and err == b""

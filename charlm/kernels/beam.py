@@ -97,7 +97,7 @@ def top_k(s, C, k, heap):
         _sift_down(heap, end, 0, s)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)   # nogil: the caller waits in Python, so Ctrl-C works
 def beam_search(cell, emb, table0, Wih, Wf, Wf2, bias, peep, dec, dec_b, prefix, n, W, eos_id, stop_at_eos, out, scores,
                 lengths):
     """Beam search of width W for n tokens after prefix (P >= 1 tokens, prefix[0] = EOS), from a zero state.

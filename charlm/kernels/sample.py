@@ -92,7 +92,7 @@ def feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, rows, state, xe, xp, 
         state[k, 1, :, :] = cn
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)   # nogil: the caller waits in Python, so Ctrl-C works
 def generate(cell, emb, table0, Wih, Wf, Wf2, bias, peep, dec, dec_b, state, prefix, n, temp, top_k, top_p, greedy,
              U, eos_id, stop_at_eos, out, lengths):
     """Feed prefix (P >= 1 tokens, the same for every row), then sample n tokens per row.
