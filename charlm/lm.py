@@ -149,6 +149,7 @@ class LanguageModel:
         self._check_lm()
         cfg, P, state0 = self.conditioned(label)
         generate.check_sampling_options(temp, top_k, top_p, length, num_samples, beam)
+        generate.check_seed(seed)
         prefix = np.concatenate([[self.vocab.eos_id], generate.prime_ids(self.vocab, prime)]).astype(np.int32)
         if beam:
             if state0 is not None:
@@ -176,8 +177,8 @@ class LanguageModel:
         """Score each text as a stream of its own (fresh state, EOS first input, final EOS scored); for a
         conditional model, log p(text | label)."""
         self._check_lm()
-        texts = list(texts)
         cfg, P, state0 = self.conditioned(label)
+        texts = list(texts)
         streams = [self.vocab.encode(t if t.endswith(("\n", "\r")) else t + "\n") for t in texts]  # "" is a lone EOS
         with compute_threads():
             if state0 is None:
@@ -213,10 +214,10 @@ class LanguageModel:
         A conditional model reads labeled files instead: each line's text given its label."""
         results = []
         for path in paths:
-            ids = data.encode_file(path, self.vocab, encoding_errors)
             if self.labels is not None:
                 results.append(self._conditional_perplexity(path, encoding_errors))
                 continue
+            ids = data.encode_file(path, self.vocab, encoding_errors)
             if len(ids) == 0:
                 raise CharlmError(f"{path}: no tokens to measure (the file is empty)")
             results.append(self.perplexity_of_ids(ids, str(path), progress))
@@ -226,7 +227,6 @@ class LanguageModel:
         return results
 
 
-def load(path):
     def _conditional_perplexity(self, path, encoding_errors) -> Perplexity:
         from charlm import conditional, labeled
         from charlm.tasks.classify import encode
@@ -247,13 +247,14 @@ def _some(items, n: int = 8) -> str:
     return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
 
 
+def load(path):
     """Load a model file: `charlm.load("model.safetensors")`; a LanguageModel, or a Classifier
     (charlm.classifier) or a Tagger (charlm.tagger) when the file holds one."""
     from charlm.checkpoint import file_task, read_metadata
     if file_task(read_metadata(path)) == "classify":
         from charlm.classifier import Classifier
         return Classifier.load(path)
-    return LanguageModel.load(path)
     if file_task(read_metadata(path)) == "tag":
         from charlm.tagger import Tagger
         return Tagger.load(path)
+    return LanguageModel.load(path)
