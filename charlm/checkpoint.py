@@ -346,6 +346,12 @@ def check_config_and_vocab(path, metadata: dict[str, str], config_class=ModelCon
     problem = _vocab_problem(vocab)
     if problem is not None:
         raise ModelFileError(path, f"bad vocab metadata: {problem}")
+    try:  # a vocab_size of another JSON type ("21") would read as "config says 21 but vocabulary has 21"
+        size = json.loads(metadata["config"]).get("vocab_size", 0)
+        if type(size) is not int:
+            raise ModelFileError(path, f"bad config metadata: vocab_size must be an integer, got {json.dumps(size)}")
+    except (ValueError, RecursionError, AttributeError):
+        pass  # not a JSON object: from_json says so just below
     try:
         config = config_class.from_json(metadata["config"], vocab_size=len(vocab))
     except CharlmError as e:

@@ -492,8 +492,10 @@ def score(texts, model_path, file, per_token, label, as_json, threads):
             click.echo(_dumps(s.as_dict()))
             continue
         click.echo(f"{s.logprob:.4f}\t{s.tokens}\t{s.perplexity:.4f}\t{_one_line(s.text)}")
-        for tok, lp, unk in s.per_token or ():
-            click.echo(f"\t{tok}\t{lp:.4f}" + ("\t<unk>" if unk else ""))
+        rows = s.per_token or []
+        for k in range(0, len(rows), 10000):              # one write per 10,000 tokens, not one per token
+            click.echo("".join(f"\t{tok}\t{lp:.4f}" + ("\t<unk>\n" if unk else "\n")
+                               for tok, lp, unk in rows[k:k + 10000]), nl=False)
 
 
 def _read_lines(file):
@@ -534,7 +536,13 @@ def _printable(text) -> str:
 
 
 def _one_line(text):
-    return text.replace("\n", "\\n").replace("\t", "\\t")
+    """A text as one TSV field: newlines, tabs, carriage returns and other control characters escaped."""
+    text = text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    if text.isprintable():
+        return text
+    import unicodedata
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Zl", "Zp")
+                   else c for c in text)
 
 
 @main.command(context_settings=CONTEXT)

@@ -193,11 +193,13 @@ class LanguageModel:
                                                  self.config.eos_id), None
         _check_finite_nll(self.path or "the model", sums)
         out = []
+        shown = {}                           # id -> token_repr, each computed once (a 5 MB line: 5 M tokens)
+        unk = self.vocab.unk_id
         for i, (t, s) in enumerate(zip(texts, streams)):
             tokens = None
             if per_token:
-                tokens = [(self.vocab.token_repr(int(tok)), -float(lp), bool(tok == self.vocab.unk_id))
-                          for tok, lp in zip(s, per[i])]
+                tokens = [(shown[tok] if tok in shown else shown.setdefault(tok, self.vocab.token_repr(tok)),
+                           -lp, tok == unk) for tok, lp in zip(s.tolist(), per[i].tolist())]
             out.append(Score(t, -float(sums[i]), len(s), int((s == self.vocab.unk_id).sum()), tokens))
         return out
 

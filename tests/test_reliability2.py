@@ -531,3 +531,40 @@ def test_closed_pipe_stays_quiet(models):
     err = proc.stderr.read()
     proc.wait(timeout=60)
     assert proc.returncode == 141 and err == b""
+
+
+# ------------------------------------------------------------------------------------------ 15. minor
+
+def test_carriage_return_and_controls_in_a_scored_text_stay_in_their_tsv_field(models):
+    d, _ = models
+    out = ok(invoke("score", "a\rb\x1bc\u2028d", "-m", d / "sane.safetensors")).stdout
+    assert out.count("\n") == 1 and "\r" not in out and "\x1b" not in out and "\u2028" not in out
+    assert out.rstrip("\n").split("\t")[3] == "a\\rb\\x1bc\\u2028d"
+
+
+def test_vocab_size_of_the_wrong_type_says_so(models, tmp_path):
+    d, _ = models
+
+    def as_string(h):
+        config = json.loads(h["__metadata__"]["config"])
+        config["vocab_size"] = str(config["vocab_size"])
+        h["__metadata__"]["config"] = json.dumps(config)
+    bad = rewrite_header(d / "sane.safetensors", tmp_path / "v.safetensors", as_string)
+    one_line_error(invoke("sample", "-m", bad), "vocab_size must be an integer", '"')
+
+
+def test_per_token_scores_of_one_long_line_are_linear(models, tmp_path, monkeypatch):
+    """token_repr once per vocabulary entry, not once per token; the TSV written in blocks."""
+    import charlm.vocab
+    d, _ = models
+    calls = [0]
+    real = charlm.vocab.Vocab.token_repr
+
+    def counting(self, i):
+        calls[0] += 1
+        return real(self, i)
+    monkeypatch.setattr(charlm.vocab.Vocab, "token_repr", counting)
+    line = tmp_path / "line.txt"
+    line.write_text("the cat sat on the mat " * 2000 + "\n")
+    out = ok(invoke("score", "-f", line, "--per-token", "-m", d / "sane.safetensors")).stdout.splitlines()
+    assert len(out) == 1 + 2000 * 23 + 1 and calls[0] <= 20
