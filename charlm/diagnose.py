@@ -262,12 +262,13 @@ def compare(corpus, cells, out_dir, hidden: int = 128, layers: int = 1, clips=(5
     the same size, data, seed and `time_budget` seconds, into out_dir/CELL[-clipC].safetensors (its
     log beside it), then measure each kept model's gradient profile on the validation stream.
     train_options: other TrainConfig fields (batch_size, seq_len, lr, ...). Returns one profile per
-    run, cells outer, clips inner, with valid_loss, label and run filled in."""
+    run, cells outer, clips inner, with valid_loss, label and run filled in, and the runs that diverged
+    (TrainingDiverged: no model to measure) as [{label, cell, clip, diverged: the message}]."""
     import os
     from charlm import checkpoint, train
     from charlm.cellnames import CELL_KINDS
     from charlm.config import TrainConfig
-    profiles = []
+    profiles, failed = [], []
     several = len(clips) > 1
     for cell in cells:
         for clip in clips:
@@ -279,7 +280,12 @@ def compare(corpus, cells, out_dir, hidden: int = 128, layers: int = 1, clips=(5
                               lowercase=corpus.vocab.lowercase, **CELL_KINDS[cell])
             tc = TrainConfig(time_budget=time_budget, clip=clip, seed=seed, keep="best", **train_options)
             log(f"{label}: training {cfg.describe()} for {time_budget:g} s -> {out}")
-            res = train.train(corpus, out, cfg, tc, progress=progress, log=log, threads=threads)
+            try:
+                res = train.train(corpus, out, cfg, tc, progress=progress, log=log, threads=threads)
+            except train.TrainingDiverged as e:                      # one run's failure is a result too
+                log(f"{label}: {e}")
+                failed.append({"label": label, "cell": cell, "clip": clip, "diverged": str(e)})
+                continue
             m = checkpoint.load_model(out)
             log(f"{label}: {res.steps:,} steps, validation loss {res.valid_loss:.4f}; measuring gradients")
             prof = gradient_profile(m.config, m.params, corpus.valid, span, positions, warmup, seed)
@@ -287,7 +293,7 @@ def compare(corpus, cells, out_dir, hidden: int = 128, layers: int = 1, clips=(5
             prof.run = {"model": out, "clip": clip, "steps": res.steps, "seconds": round(res.seconds, 1),
                         "tokens": res.tokens, "train_loss": res.train_loss, "stopped_by": res.stopped_by}
             profiles.append(prof)
-    return profiles
+    return profiles, failed
 
 
 def format_compare(profiles) -> str:

@@ -423,3 +423,23 @@ def test_clipping_figure_axes(tmp_path):
     fig = clipping_figure(diagnose.clipping_report(log, clip=5.0))
     assert fig.axes[0].get_xlabel() == "step" and "before clipping" in fig.axes[0].get_ylabel()
     assert "before clipping" in fig.axes[1].get_xlabel()
+
+
+def test_compare_reports_a_diverged_run(text_file, monkeypatch):
+    """A run that diverges is reported (no model to measure) and the others go on."""
+    from charlm import train
+    real = train.train
+
+    def train_or_diverge(corpus, out, cfg, tc, **kw):
+        if cfg.activation == "relu":
+            raise train.TrainingDiverged("training diverged at step 3: planted")
+        return real(corpus, out, cfg, tc, **kw)
+    monkeypatch.setattr(train, "train", train_or_diverge)
+    r = ok(invoke("diagnose", "compare", text_file, "--cells", "rnn-relu,rnn-tanh", "--time-budget", 0.3,
+                  "--hidden", 4, "--span", 5, "--positions", 2, "--json", "-q"))
+    d = json.loads(r.stdout)
+    assert [c["cell"] for c in d["cells"]] == ["rnn-tanh"]
+    assert d["diverged"] == [{"label": "rnn-relu", "cell": "rnn-relu", "clip": 5.0,
+                              "diverged": "training diverged at step 3: planted"}]
+    one_line_error(invoke("diagnose", "compare", text_file, "--cells", "rnn-relu", "--time-budget", 0.3,
+                          "--hidden", 4, "--span", 5, "-q"), "every run diverged")

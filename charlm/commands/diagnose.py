@@ -195,19 +195,23 @@ def compare(text, cells, time_budget, clips, hidden, layers, batch_size, seq_len
                           f"{span + 2}: give a longer text or a smaller --span")
     _compile_notice(log)
     with tempfile.TemporaryDirectory(prefix="charlm-compare-") as tmp, compute_threads(threads):
-        profiles = dg.compare(corpus, names, out_dir or tmp, hidden, layers, clip_values, time_budget, span,
+        profiles, failed = dg.compare(corpus, names, out_dir or tmp, hidden, layers, clip_values, time_budget, span,
                               positions, warmup, seed, log, progress=not quiet and sys.stderr.isatty(),
                               threads=threads, batch_size=batch_size, seq_len=seq_len, lr=lr)
     seconds = time.perf_counter() - t0
+    if not profiles:
+        raise CharlmError(f"every run diverged: {failed[0]['diverged']}")
     if plot_path:
         from charlm.diagnoseplot import plot_gradients
         plot_gradients(profiles, plot_path, title=f"gradient reaching the state d steps back: "
                        f"{layers}x{hidden}, {time_budget:g} s each on {os.path.basename(text)}")
     if as_json:
         _emit({"text": text, "time_budget": time_budget, "hidden": hidden, "layers": layers, "seconds":
-               round(seconds, 1), "cells": [p.as_dict() for p in profiles]})
+               round(seconds, 1), "cells": [p.as_dict() for p in profiles], "diverged": failed})
     else:
         click.echo(dg.format_compare(profiles))
+        for f in failed:
+            click.echo(f"{f['label']}: diverged ({f['diverged']})")
         log(f"({seconds:.0f} s)")
     if plot_path:
         log(f"figure drawn to {plot_path}")
