@@ -568,3 +568,33 @@ def test_per_token_scores_of_one_long_line_are_linear(models, tmp_path, monkeypa
     line.write_text("the cat sat on the mat " * 2000 + "\n")
     out = ok(invoke("score", "-f", line, "--per-token", "-m", d / "sane.safetensors")).stdout.splitlines()
     assert len(out) == 1 + 2000 * 23 + 1 and calls[0] <= 20
+
+
+# ----------------------------------------------------------------- 10. a damaged compiled-kernel cache
+
+def test_damaged_kernel_cache_entry_is_recompiled_with_a_note(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import numba
+    import charlm.kernels  # noqa: F401  (installs charlm.jit.tolerate_damaged_cache)
+    source = tmp_path / "tiny_kernel.py"
+    source.write_text("from numba import njit\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "cache"))
+
+    def fresh(n):
+        spec = importlib.util.spec_from_file_location(f"tiny_kernel_{n}", source)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.twice
+
+    assert fresh(0)(21) == 42                                  # compiled and cached
+    files = sorted(glob.glob(str(tmp_path / "cache" / "**" / "*.nb*"), recursive=True))
+    assert any(f.endswith(".nbi") for f in files) and any(f.endswith(".nbc") for f in files)
+    for kind, n in ((".nbc", 1), (".nbi", 2)):               # a truncated data file, then index
+        for f in files:
+            if f.endswith(kind):
+                os.truncate(f, 5)
+        capsys.readouterr()
+        assert fresh(n)(21) == 42
+        err = capsys.readouterr().err
+        assert "compiled-kernel cache entry" in err and "compiling the kernel again" in err, (kind, err)
+    assert fresh(3)(21) == 42 and capsys.readouterr().err == ""   # rewritten: a clean hit again

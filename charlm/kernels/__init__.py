@@ -9,3 +9,6 @@ JIT policy
   them in, so runs reproduce and the generator state can be saved.
 - Matrix products inside kernels go through `np.dot(a, b, out)`, which Numba hands to BLAS (SciPy's).
 """
+from charlm.jit import tolerate_damaged_cache
+
+tolerate_damaged_cache()   # before any kernel is defined: a damaged cache entry is recompiled, not fatal
