@@ -317,7 +317,8 @@ def _check_metadata(path, header: dict) -> dict[str, str]:
     return metadata
 
 
-TASK_COMMANDS = {"lm": "charlm sample/score/perplexity", "classify": "charlm classify", "tag": "charlm tag"}
+TASK_COMMANDS = {"lm": "charlm sample/score/perplexity", "classify": "charlm classify", "tag": "charlm tag",
+                 "seq2seq": "charlm seq2seq"}
 
 
 def file_task(metadata: dict[str, str]) -> str:
@@ -329,7 +330,7 @@ def check_task(path, metadata: dict[str, str], expected: str) -> None:
     task = file_task(metadata)
     if task == expected:
         return
-    names = {"lm": "language model", "classify": "classifier", "tag": "tagger"}
+    names = {"lm": "language model", "classify": "classifier", "tag": "tagger", "seq2seq": "encoder-decoder"}
     if task not in names:
         raise ModelFileError(path, f"unknown task {task!r} in the metadata (this charlm reads {', '.join(names)})")
     raise ModelFileError(path, f"holds a {names[task]}, not a {names[expected]}: use {TASK_COMMANDS[task]} with it")

@@ -696,6 +696,10 @@ from charlm.commands.tag import tag as tag_group  # noqa: E402  (click only)
 
 main.add_command(tag_group, "tag")
 
+from charlm.commands.seq2seq import seq2seq as seq2seq_group  # noqa: E402  (click only)
+
+main.add_command(seq2seq_group, "seq2seq")
+
 from charlm.commands.diagnose import diagnose as diagnose_group  # noqa: E402  (click only)
 
 main.add_command(diagnose_group, "diagnose")

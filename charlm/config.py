@@ -289,8 +289,99 @@ class ConditionalConfig(ModelConfig):
         return f"{super().describe()}, conditioned on {self.labels} labels ({self.condition})"
 
 
+ATTENTIONS = ("none", "dot", "general", "additive")
+
+
+@dataclass(frozen=True)
+class Seq2SeqConfig(ModelConfig):
+    """An encoder-decoder (charlm.seq2seq): the inherited keys describe the encoder and the source side
+    (level, vocab_size, unk_id, eos_id, lowercase, cell, layers, hidden, embed, bidirectional); the
+    decoder is a unidirectional stack of the same cell over the target vocabulary.
+
+    Tensors (docs/seq2seq.md): source_embedding.weight, encoder.* (nn.LSTM/GRU/RNN names), target_embedding
+    .weight, decoder.*, bridge.weight/bias, attention.* and combine.weight with attention, output.weight/bias.
+    """
+    bidirectional: bool = True   # the encoder reads both ways
+    target_level: str = "word"   # "word": space-separated target tokens (phonemes) | "char"
+    target_vocab_size: int = 2   # Vt: target tokens, specials included (the `target_vocab` metadata)
+    target_unk_id: int = 0       # id of <unk> in the target vocabulary
+    target_eos_id: int = 1       # id of <eos> there: the decoder's start and end token
+    decoder_layers: int = 1      # Ld: stacked decoder layers
+    decoder_hidden: int = 256    # Hd: decoder hidden units (dot attention: = hidden * directions)
+    target_embed: int = 256      # Et: target embedding size
+    attention: str = "general"   # "none" | "dot" | "general" | "additive" (Luong scores over encoder outputs)
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks = [
+            (not self.tied, "an encoder-decoder has no LM decoder to tie"),
+            (self.target_level in LEVELS, f"target_level must be one of {LEVELS}, got {self.target_level!r}"),
+            (_posint(self.target_vocab_size) and self.target_vocab_size >= 3,
+             f"target_vocab_size must be an integer >= 3, got {self.target_vocab_size!r}"),
+            (_id_ok(self.target_unk_id, self.target_vocab_size) and _id_ok(self.target_eos_id, self.target_vocab_size)
+             and self.target_unk_id != self.target_eos_id, "target_unk_id and target_eos_id must be distinct ids"),
+            (_posint(self.decoder_layers), f"decoder_layers must be a positive integer, got {self.decoder_layers!r}"),
+            (_posint(self.decoder_hidden), f"decoder_hidden must be a positive integer, got {self.decoder_hidden!r}"),
+            (_posint(self.target_embed), f"target_embed must be a positive integer, got {self.target_embed!r}"),
+            (self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}, got {self.attention!r}"),
+            (self.attention != "dot" or self.decoder_hidden == self.hidden * self.directions,
+             f"dot attention needs decoder_hidden == hidden * directions ({self.hidden * self.directions}), "
+             f"got {self.decoder_hidden}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise CharlmError(message)
+
+    def encoder_config(self) -> ModelConfig:
+        return ModelConfig(level=self.level, cell=self.cell, layers=self.layers, hidden=self.hidden, embed=self.embed,
+                           activation=self.activation, gru_variant=self.gru_variant, peephole=self.peephole,
+                           bidirectional=self.bidirectional)
+
+    def decoder_config(self) -> ModelConfig:
+        return ModelConfig(level=self.target_level, cell=self.cell, layers=self.decoder_layers,
+                           hidden=self.decoder_hidden, embed=self.target_embed, activation=self.activation,
+                           gru_variant=self.gru_variant, peephole=self.peephole)
+
+    @property
+    def bridge_states(self) -> int:
+        """S: states per decoder layer the bridge makes (h and c for an LSTM, h otherwise)."""
+        return 2 if self.cell == "lstm" else 1
+
+    def tensor_count(self) -> int:
+        per_layer = 5 if self.cell == "lstm" and self.peephole else 4
+        extra = {"none": 0, "dot": 1, "general": 2, "additive": 4}[self.attention]
+        return 2 + (self.layers * self.directions + self.decoder_layers) * per_layer + 4 + extra
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        Hw, Hd = self.hidden * self.directions, self.decoder_hidden
+        shapes = {"source_embedding.weight": (self.vocab_size, self.embed)}
+        shapes.update({"encoder." + k[4:]: v for k, v in self.encoder_config().param_shapes().items()
+                       if k.startswith("rnn.")})
+        shapes["target_embedding.weight"] = (self.target_vocab_size, self.target_embed)
+        shapes.update({"decoder." + k[4:]: v for k, v in self.decoder_config().param_shapes().items()
+                       if k.startswith("rnn.")})
+        shapes["bridge.weight"] = (self.decoder_layers * self.bridge_states * Hd, Hw)
+        shapes["bridge.bias"] = (self.decoder_layers * self.bridge_states * Hd,)
+        if self.attention == "general":
+            shapes["attention.weight"] = (Hd, Hw)
+        elif self.attention == "additive":
+            shapes["attention.query.weight"] = (Hd, Hd)
+            shapes["attention.key.weight"] = (Hd, Hw)
+            shapes["attention.v.weight"] = (1, Hd)
+        if self.attention != "none":
+            shapes["combine.weight"] = (Hd, Hw + Hd)
+        shapes["output.weight"] = (self.target_vocab_size, Hd)
+        shapes["output.bias"] = (self.target_vocab_size,)
+        return shapes
+
+    def describe(self) -> str:
+        return (f"{super().describe()} encoder, {self.cell} {self.decoder_layers}x{self.decoder_hidden} "
+                f"({self.target_level}) decoder, attention {self.attention}")
+
+
 # The config class of each task's model files (metadata `task`; absent = "lm").
-TASK_CONFIGS = {"lm": ModelConfig, "classify": ClassifyConfig, "tag": TagConfig}
+TASK_CONFIGS = {"lm": ModelConfig, "classify": ClassifyConfig, "tag": TagConfig,
+                "seq2seq": Seq2SeqConfig}
 
 
 def _posint(v) -> bool:

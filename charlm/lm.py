@@ -259,4 +259,7 @@ def load(path):
     if file_task(read_metadata(path)) == "tag":
         from charlm.tagger import Tagger
         return Tagger.load(path)
+    if file_task(read_metadata(path)) == "seq2seq":
+        from charlm.transducer import Transducer
+        return Transducer.load(path)
     return LanguageModel.load(path)

@@ -15,7 +15,8 @@ import importlib
 
 _BUILT_IN = {"lm": ("charlm.tasks.lm", "LMTask"), "classify": ("charlm.tasks.classify", "ClassifyTask"),
              "conditional-lm": ("charlm.tasks.conditional", "ConditionalLMTask"),
-             "tag": ("charlm.tasks.tag", "TagTask")}
+             "tag": ("charlm.tasks.tag", "TagTask"),
+             "seq2seq": ("charlm.tasks.seq2seq", "Seq2SeqTask")}
 _registered: dict[str, type] = {}
 
 
