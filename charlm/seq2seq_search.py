@@ -99,8 +99,9 @@ def beam(cfg, P, sources, max_lengths, width: int = 5, num_outputs: int = 1,
         cand = score[:, :, None] + logp                                # (B, W, V)
         fin = cand[:, :, eos]                                          # (B, W) finished here
         for b, w in zip(*np.nonzero(np.isfinite(fin) & ~done[:, None])):
-            s = float(fin[b, w])
-            found[b].append(Hypothesis(hist[b, w].tolist(), s, _norm(s, t, alpha), bool(forced[b])))
+            s, toks = float(fin[b, w]), hist[b, w].tolist()
+            if toks != found[b][0].tokens:                             # greedy's own output is there already
+                found[b].append(Hypothesis(toks, s, _norm(s, t, alpha), bool(forced[b])))
         cand[:, :, eos] = -np.inf
         cand[done] = -np.inf
         flat = cand.reshape(B, W * V)
@@ -123,11 +124,5 @@ def beam(cfg, P, sources, max_lengths, width: int = 5, num_outputs: int = 1,
         prev = tok.reshape(-1).astype(np.int32)
     results = []
     for b in range(B):
-        seen, ranked = set(), []
-        for h in sorted(found[b], key=lambda h: -h.normalized):
-            key = tuple(h.tokens)
-            if key not in seen:
-                seen.add(key)
-                ranked.append(h)
-        results.append(ranked[:K])
+        results.append(sorted(found[b], key=lambda h: -h.normalized)[:K])   # distinct: a beam never repeats
     return results
