@@ -301,7 +301,7 @@ class Encoded:
     K: np.ndarray       # (R, Ts, Hd) keys(...)
     valid: np.ndarray   # (R, Ts) bool
 
-    def take(self, rows) -> "Encoded":
+    def take(self, rows) -> Encoded:
         return Encoded(self.Ep[rows], self.K[rows], self.valid[rows])
 
 

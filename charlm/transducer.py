@@ -71,7 +71,7 @@ class Transducer:
         self.meta = meta or {}
 
     @classmethod
-    def load(cls, path) -> "Transducer":
+    def load(cls, path) -> Transducer:
         m = load_model(path, task="seq2seq")
         c = m.config
         source = Vocab(m.vocab, c.level, c.lowercase, c.unk_id, c.eos_id)

@@ -13,13 +13,13 @@ import json
 
 import numpy as np
 import pytest
+from support import CELLS, corpora_dir, invoke, ok, one_line_error
 
 from charlm import seq2seq as s2s
 from charlm import seq2seq_search
 from charlm.config import Seq2SeqConfig
 from charlm.resume import load_state, save_state, state_path
 from charlm.transducer import Transducer
-from support import CELLS, corpora_dir, invoke, ok, one_line_error
 
 RULE = {"a": ["AA"], "b": ["B"], "c": ["K", "S"], "d": ["D"], "e": ["IY"], "o": ["OW"]}
 
