@@ -330,7 +330,8 @@ def check_task(path, metadata: dict[str, str], expected: str) -> None:
     task = file_task(metadata)
     if task == expected:
         return
-    names = {"lm": "language model", "classify": "classifier", "tag": "tagger", "seq2seq": "encoder-decoder"}
+    names = {"lm": "language model", "classify": "classifier", "tag": "tagger",
+             "seq2seq": "sequence-to-sequence model"}
     if task not in names:
         raise ModelFileError(path, f"unknown task {task!r} in the metadata (this charlm reads {', '.join(names)})")
     raise ModelFileError(path, f"holds a {names[task]}, not a {names[expected]}: use {TASK_COMMANDS[task]} with it")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from support import CELLS, corpora_dir, invoke, ok, one_line_error
 
+import charlm
 from charlm import seq2seq as s2s
 from charlm import seq2seq_search
 from charlm.config import Seq2SeqConfig
@@ -327,4 +328,5 @@ def test_unseen_symbols_and_the_length_limit(files, tmp_path):
     assert len(json.loads(r.stdout)["output"].split()) <= 3
     one_line_error(invoke("seq2seq", "predict", "-m", out, "cab", "-k", "3"), "--num-outputs 3 needs --beam")
     one_line_error(invoke("seq2seq", "predict", "-m", out, ""), "input 1 is empty")
-    one_line_error(invoke("sample", "-m", out), "encoder-decoder", "charlm seq2seq")
+    one_line_error(invoke("sample", "-m", out), "holds a sequence-to-sequence model", "charlm seq2seq")
+    assert isinstance(charlm.load(out), Transducer)
