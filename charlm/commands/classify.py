@@ -1,13 +1,18 @@
 """`charlm classify`: many-to-one recurrent classifiers (train, predict, evaluate)."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
 
 import click
+
+
+def _dumps(obj) -> str:
+    """A --json line: strict JSON (a non-finite figure as null), as every charlm command prints."""
+    from charlm.cli import _dumps as dumps
+    return dumps(obj)
 
 from charlm.options import model_options, optimizer_options, pick, run_options, tokenizer_options
 
@@ -109,7 +114,7 @@ def train(ctx, **params):
         d = {k: getattr(res, k) for k in ("out", "steps", "epochs", "tokens", "seconds", "train_loss", "best",
                                          "best_step", "stopped_by", "skipped", "resumed_from", "state_path")}
         d.update(select=tc.select, valid=final, valid_exact=res.final is not None)
-        click.echo(json.dumps(d, allow_nan=False, default=_finite))
+        click.echo(_dumps(d))
     else:
         how = {"interrupted": "interrupted", "time-budget": "time budget reached"}.get(res.stopped_by, "done")
         click.echo(f"{how}: {res.steps:,} steps ({res.epochs:.2f} epochs) in {res.seconds:.0f} s, "
@@ -120,10 +125,6 @@ def train(ctx, **params):
                    f"({len(data.valid):,} texts, {kept}); saved {out}")
     exit_if_interrupted(res, ["charlm", "classify", "train", p["data"], "--valid", p["valid_path"], "--resume",
                               "-o", out], params["threads"])
-
-
-def _finite(v):
-    raise TypeError(f"not JSON: {v!r}")
 
 
 def _texts(texts, file):
@@ -164,7 +165,7 @@ def predict(texts, model_path, file, top_k, as_json, quiet, threads):
     seconds = time.perf_counter() - t
     for pr in preds:
         if as_json:
-            click.echo(json.dumps(pr.as_dict(), ensure_ascii=False))
+            click.echo(_dumps(pr.as_dict()))
         else:
             best = "\t".join(f"{label}\t{p:.4f}" for label, p in pr.top)
             click.echo(f"{best}\t{_printable(pr.text)}")
@@ -201,7 +202,7 @@ def evaluate(test, model_path, format, encoding_errors, plot_path, as_json, thre
         from charlm.plot import plot_confusion
         plot_confusion(report, plot_path)
     if as_json:
-        click.echo(json.dumps(report, ensure_ascii=False))
+        click.echo(_dumps(report))
         return
     click.echo(report_text(report))
     if plot_path:
@@ -276,7 +277,7 @@ def judge(model_path, judge_path, train_path, num_samples, temp, max_length, see
                "judge_accuracy": sum(scored) / len(scored) if scored else None,
                "novelty": sum(novel) / len(novel) if novel else None}
     if as_json:
-        click.echo(json.dumps(summary, ensure_ascii=False))
+        click.echo(_dumps(summary))
         return
     w = max(len(r["label"]) for r in rows)
     click.echo(f"{'label':<{w}}  judge   novel  samples")

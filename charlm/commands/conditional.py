@@ -5,12 +5,17 @@ the engine, with the same run control as any `charlm train`.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 
 import click
+
+
+def _dumps(obj) -> str:
+    """A --json line: strict JSON (a non-finite figure as null), as every charlm command prints."""
+    from charlm.cli import _dumps as dumps
+    return dumps(obj)
 
 
 def train_labeled(ctx, p: dict):
@@ -66,7 +71,7 @@ def train_labeled(ctx, p: dict):
         d = {k: getattr(res, k) for k in ("out", "steps", "epochs", "tokens", "seconds", "train_loss", "best",
                                          "best_step", "stopped_by", "skipped", "resumed_from", "state_path")}
         d.update(valid_loss=vloss, valid_bits=vloss / math.log(2), valid_tokens=task.valid_tokens)
-        click.echo(json.dumps(d))
+        click.echo(_dumps(d))
     else:
         how = {"interrupted": "interrupted", "time-budget": "time budget reached"}.get(res.stopped_by, "done")
         click.echo(f"{how}: {res.steps:,} steps ({res.epochs:.2f} epochs) in {res.seconds:.0f} s, "
