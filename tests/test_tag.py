@@ -323,11 +323,13 @@ def test_no_char_ablation_has_no_char_tensors(files, tmp_path):
     assert m.params["rnn.weight_ih_l0"].shape[1] == m.config.embed
 
 
-def test_tag_run_resumes_bit_for_bit(files, tmp_path):
+@pytest.mark.parametrize("word_dropout", [("--word-dropout", "0.5"), ("--word-dropout-alpha", "0.5")],
+                         ids=["once-seen", "alpha"])
+def test_tag_run_resumes_bit_for_bit(files, tmp_path, word_dropout):
     """Dropout and word dropout both draw from the engine's generator: resumed at step 17, the run ends
     with the parameters of the uninterrupted one; one draw off, it does not."""
     ref, out = tmp_path / "ref.safetensors", tmp_path / "m.safetensors"
-    extra = ("--dropout", "0.2", "--word-dropout", "0.5", "--embed-dropout", "0.1")
+    extra = ("--dropout", "0.2", *word_dropout, "--embed-dropout", "0.1")
     train(files, ref, "--max-steps", "40", *extra)
     train(files, out, "--max-steps", "17", *extra)
     ok(invoke("tag", "train", files["train"], "--valid", files["valid"], "-o", out, "--resume", "--max-steps", "40",

@@ -54,6 +54,8 @@ def tag():
 @optimizer_options()
 @click.option("--word-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
               help="Probability that a word seen once in training becomes <unk> in a training step.")
+@click.option("--word-dropout-alpha", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="If > 0, instead: every training word becomes <unk> with probability a / (a + its count).")
 @run_options(out="tagger.safetensors")
 @click.pass_context
 def train(ctx, **params):

@@ -6,7 +6,8 @@ Data: tagged sentences (charlm.conllu) become word ids with a word vocabulary fr
 sorted tag order. Batches are bucketed by sentence length (charlm.buckets), drawn from (seed, epoch),
 so the engine's position is the batch index. Word dropout: a training token whose word occurs once in
 the training data becomes <unk> with probability --word-dropout, drawn from the engine's generator, so
-<unk> learns what an unseen word looks like (its char vector stays the word's own). Nothing is carried
+<unk> learns what an unseen word looks like (its char vector stays the word's own); with
+--word-dropout-alpha a > 0 instead, every token does with probability a / (a + count of its word). Nothing is carried
 between batches. Validation reports the token loss and accuracy; accuracy keeps the best model.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ class TagTrainConfig(RunConfig):
     """The tagger's training options: the engine's, and its input dropouts."""
     embed_dropout: float = _opt(0.0, CHANGEABLE)   # p of dropping a unit of the word stack's input
     word_dropout: float = _opt(0.25, CHANGEABLE)   # p of a once-seen training word becoming <unk>
+    word_dropout_alpha: float = _opt(0.0, CHANGEABLE)  # > 0: every word becomes <unk> with p alpha/(alpha+count)
 
     def __post_init__(self):
         super().__post_init__()
@@ -36,6 +38,8 @@ class TagTrainConfig(RunConfig):
             v = getattr(self, name)
             if not 0 <= v < 1:
                 raise CharlmError(f"--{name.replace('_', '-')} must be in [0, 1), got {v!r}")
+        if not self.word_dropout_alpha >= 0:
+            raise CharlmError(f"--word-dropout-alpha must be >= 0, got {self.word_dropout_alpha!r}")
 
 
 @dataclass
@@ -83,7 +87,7 @@ class TagData:
     tags: list[str]               # index = tag id
     train: Encoded
     valid: Encoded
-    rare: list[np.ndarray]        # per training sentence: the tokens whose word occurs once in training
+    counts: list[np.ndarray]      # per training sentence: how often each token's word occurs in training
     column: int                   # 0-based tag column read
     format: str
     unknown_valid: dict           # validation tags the training data lacks -> token count
@@ -117,9 +121,9 @@ def load_data(train_path, valid_path, format="auto", column="upos", lowercase=Fa
     char_index = {c: i for i, c in enumerate(chars) if i}
     train = encode(tr.sentences, vocab, char_index, tag_index)
     valid = encode(va.sentences, vocab, char_index, tag_index)
-    rare = [np.array([counts[w.lower() if lowercase else w] == 1 for w in s.words]) for s in tr.sentences]
+    freq = [np.array([counts[w.lower() if lowercase else w] for w in s.words], np.int64) for s in tr.sentences]
     unknown = Counter(t for s in va.sentences for t in s.tags if t not in tag_index)
-    return TagData(vocab, chars, tags, train, valid, rare, tr.column, tr.format, dict(unknown))
+    return TagData(vocab, chars, tags, train, valid, freq, tr.column, tr.format, dict(unknown))
 
 
 def _digest(enc: Encoded) -> str:
@@ -182,9 +186,13 @@ class TagTask:
         d, tc, cfg = self.data.train, self.tc, self.config
         idx = self._batches(epoch)[position]
         words = [d.words[i] for i in idx]
-        if tc.word_dropout > 0:
-            rare = np.concatenate([self.data.rare[i] for i in idx])
-            drop = rare & (rng.random(rare.size) < tc.word_dropout)
+        if tc.word_dropout > 0 or tc.word_dropout_alpha > 0:
+            count = np.concatenate([self.data.counts[i] for i in idx])
+            if tc.word_dropout_alpha > 0:                         # alpha / (alpha + count) for every word
+                p = tc.word_dropout_alpha / (tc.word_dropout_alpha + count)
+            else:                                                 # words seen once only
+                p = np.where(count == 1, tc.word_dropout, 0.0)
+            drop = rng.random(count.size) < p
             if drop.any():
                 flat = np.concatenate(words)
                 flat[drop] = cfg.unk_id
