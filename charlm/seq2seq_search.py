@@ -10,9 +10,10 @@ next token (its score still includes log p(EOS | ...)) and it is marked truncate
 normalisation ranks finished outputs by s(y) / (n + 1)^alpha (alpha 0: raw log-probability).
 
 Beam (width W, per input): rows b*W .. b*W+W-1 hold the live hypotheses, only row 0 live at step 0.
-At each step every live row r proposes its V extensions with s_r + log p(v | r). The EOS extensions
-are finished hypotheses: they go to the input's finished list. Of the others the W best raw scores stay
-live (ties: the lower flat index r*V + v). An input stops when it has W finished hypotheses, or when no
+At each step every live row r proposes its V extensions with s_r + log p(v | r); the W best raw scores
+(ties: the lower flat index r*V + v) take the W slots. Those ending in EOS are finished: they go to the
+input's finished list and leave their slot empty; the others stay live. An input stops when it has W
+finished hypotheses, or when no
 live hypothesis can still beat its K-th best finished one: a continuation of a live score s ends with a
 score <= s and at most max_length + 1 tokens, so its normalised score is at most s / (max_length + 1)^alpha
 (s <= 0, alpha >= 0). The greedy output of the same input is added to the finished list, so the best
@@ -87,6 +88,7 @@ def beam(cfg, P, sources, max_lengths, width: int = 5, num_outputs: int = 1,
     hist = np.zeros((B, W, 0), np.int64)
     prev = np.full(B * W, eos, np.int32)
     done = np.zeros(B, bool)
+    ended_count = np.zeros(B, np.int64)                                # finished hypotheses of the beam
     bound_len = (max_lengths + 1.0) ** alpha
     t = 0
     while True:
@@ -97,23 +99,24 @@ def beam(cfg, P, sources, max_lengths, width: int = 5, num_outputs: int = 1,
         logp[forced, :, :eos] = -np.inf
         logp[forced, :, eos + 1:] = -np.inf
         cand = score[:, :, None] + logp                                # (B, W, V)
-        fin = cand[:, :, eos]                                          # (B, W) finished here
-        for b, w in zip(*np.nonzero(np.isfinite(fin) & ~done[:, None])):
-            s, toks = float(fin[b, w]), hist[b, w].tolist()
-            if toks != found[b][0].tokens:                             # greedy's own output is there already
-                found[b].append(Hypothesis(toks, s, _norm(s, t, alpha), bool(forced[b])))
-        cand[:, :, eos] = -np.inf
         cand[done] = -np.inf
         flat = cand.reshape(B, W * V)
         best = np.argsort(-flat, axis=1, kind="stable")[:, :W]         # (B, W) ties: lower flat index
         score = np.take_along_axis(flat, best, axis=1)
         parent, tok = best // V, best % V
+        ended = (tok == eos) & np.isfinite(score)                      # finished hypotheses in the top W
+        ended_count += ended.sum(axis=1)
+        for b, w in zip(*np.nonzero(ended)):
+            s, toks = float(score[b, w]), hist[b, parent[b, w]].tolist()
+            if toks != found[b][0].tokens:                             # greedy's own output is there already
+                found[b].append(Hypothesis(toks, s, _norm(s, t, alpha), bool(forced[b])))
+        score[ended] = -np.inf                                         # their slots stay empty
         hist = np.concatenate([hist[np.arange(B)[:, None], parent], tok[:, :, None]], axis=2)   # (B, W, t+1)
         t += 1
         for b in np.flatnonzero(~done):
             live = score[b].max()
             fins = sorted((h.normalized for h in found[b]), reverse=True)
-            if not np.isfinite(live) or len(found[b]) > W or \
+            if not np.isfinite(live) or ended_count[b] >= W or \
                     (len(fins) >= K and fins[K - 1] >= live / bound_len[b]):
                 done[b] = True
         if done.all():

@@ -85,7 +85,7 @@ class Transducer:
     def encode(self, text: str) -> np.ndarray:
         toks = pairs.tokens(text, self.config.level, self.config.lowercase)
         index, unk = self.source.index, self.source.unk_id
-        return np.array([index.get(t, unk) for t in toks if t not in ("<unk>", "<eos>")] or [unk], np.int32)
+        return np.array([index.get(t, unk) for t in toks] or [unk], np.int32)      # as the training sources
 
     def detok(self, ids) -> str:
         toks = [self.target.tokens[i] for i in ids]

@@ -210,7 +210,7 @@ def test_beam_finds_the_exhaustive_best_and_never_ranks_below_greedy(attention, 
     P = {k: v + rng.normal(0, 0.8, v.shape) for k, v in s2s.init_params(cfg, rng, np.float64).items()}
     srcs = [rng.integers(2, 6, n) for n in (3, 1, 4, 2, 5, 2)]
     L = 3
-    wide = seq2seq_search.beam(cfg, P, srcs, [L] * len(srcs), width=2 ** L, num_outputs=1, alpha=alpha)
+    wide = seq2seq_search.beam(cfg, P, srcs, [L] * len(srcs), width=2 ** (L + 1), num_outputs=1, alpha=alpha)
     narrow = seq2seq_search.beam(cfg, P, srcs, [L] * len(srcs), width=2, num_outputs=2, alpha=alpha)
     greedy = seq2seq_search.greedy(cfg, P, srcs, [L] * len(srcs), alpha)
     for src, w, n, g in zip(srcs, wide, narrow, greedy):
@@ -238,6 +238,7 @@ def test_train_predict_evaluate_round_trip(files, tmp_path):
     assert [row["input"] for row in rows] == ["cab", "od"] and all(len(row["outputs"]) == 3 for row in rows)
     scores = [o["normalized"] for o in rows[0]["outputs"]]
     assert scores == sorted(scores, reverse=True) and rows[0]["output"] == "K S AA B"
+    assert all(len(o["output"].split()) >= 3 for o in rows[0]["outputs"])    # not cut short by early junk
     report = json.loads(ok(invoke("seq2seq", "evaluate", "-m", out, files["valid"], "--json")).stdout)
     assert report["wer"] == pytest.approx(summary["valid"]["valid_wer"])
     assert report["ter"] == pytest.approx(summary["valid"]["valid_ter"]) and report["ter"] <= report["wer"]
