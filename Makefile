@@ -16,7 +16,7 @@ SHARED ?= ../shared
 DEMO_OUT ?= demo
 DEMO_SECONDS ?= 180
 
-.PHONY: install demo test bench shakespeare ptb names names-gen clean distclean
+.PHONY: install demo test bench shakespeare ptb names names-gen g2p clean distclean
 
 .venv/bin/python:
 	python3 -m venv .venv || { echo "make: python3 -m venv failed; on Debian/Ubuntu: apt install python3-venv" >&2; exit 1; }
@@ -101,6 +101,22 @@ names-gen: install
 	$(CHARLM) classify evaluate -m $(OUT)/model.safetensors $(DATA)/valid.tsv
 	@if [ -f $(JUDGE) ]; then $(CHARLM) classify judge -m $(OUT)/model.safetensors --judge $(JUDGE) --train $(DATA)/train.tsv; \
 	else echo "no classifier at $(JUDGE) (make names makes one): judge accuracy not measured"; fi
+
+# Grapheme to phoneme (encoder-decoder with attention): trains on DATA/train.tsv with DATA/valid.tsv for
+# 30 minutes, keeps the best model by validation word error rate, evaluates on DATA/valid.tsv (greedy and
+# beam 5) and, when present, on DATA/test.tsv. DATA=folder holding train.tsv, valid.tsv (test.tsv), the
+# layout of CMUdict's WORD<TAB>PH PH ... pairs
+G2P_TRAIN = --hidden 128 --embed 64 --decoder-hidden 256 --attention general --dropout 0.2 \
+            --lr 0.002 --lr-schedule cosine --batch-size 64 --time-budget 1800
+g2p: DATA ?= $(SHARED)/corpora/cmudict
+g2p: OUT ?= out/g2p
+g2p: install
+	mkdir -p $(OUT)
+	$(CHARLM) seq2seq train $(DATA)/train.tsv --valid $(DATA)/valid.tsv $(G2P_TRAIN) -o $(OUT)/model.safetensors
+	$(CHARLM) seq2seq evaluate -m $(OUT)/model.safetensors $(DATA)/valid.tsv
+	$(CHARLM) seq2seq evaluate -m $(OUT)/model.safetensors $(DATA)/valid.tsv --beam 5 --show-errors 10
+	@if [ -f $(DATA)/test.tsv ]; then $(CHARLM) seq2seq evaluate -m $(OUT)/model.safetensors $(DATA)/test.tsv --beam 5; \
+	else echo "no test.tsv in $(DATA): test figures not measured"; fi
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache $(DEMO_OUT)
