@@ -31,9 +31,8 @@ NO_IDS = np.zeros((0, 0), np.int32)   # layer_forward's ids when the input proje
 
 
 def init_params(cfg: ModelConfig, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
-    """PyTorch's initialisation: U(-1/sqrt(H), 1/sqrt(H)) for the cells, N(0, 1)·0.1 for the embedding.
-
-    The decoder starts at U(-0.1, 0.1) with a zero bias.
+    """PyTorch's initialisation for the cells, U(-1/sqrt(H), 1/sqrt(H)); the embedding and the decoder
+    start at U(-0.1, 0.1) (the word-language-model example's), the decoder bias at zero.
     """
     params = {}
     k = 1.0 / np.sqrt(cfg.hidden)

@@ -14,10 +14,12 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from charlm.kernels import PARALLEL, SERIAL
+
 LANES = 16   # Σ g² in 16 partial sums (lane l takes i ≡ l mod 16): a fixed order LLVM can vectorize
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**PARALLEL)
 def _adam_kernel(p, g, m, v, lr, b1, b2, eps, c1, c2):
     """In-place Adam update on flat arrays; c1 = 1-β1^t, c2 = 1-β2^t."""
     for i in prange(p.shape[0]):
@@ -29,7 +31,7 @@ def _adam_kernel(p, g, m, v, lr, b1, b2, eps, c1, c2):
         p[i] -= lr * (mi / c1) / (math.sqrt(vi / c2) + eps)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**PARALLEL)
 def _sgd_kernel(p, g, u, lr, mu):
     for i in prange(p.shape[0]):
         ui = mu * u[i] + g[i]
@@ -37,7 +39,7 @@ def _sgd_kernel(p, g, u, lr, mu):
         p[i] -= lr * ui
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**SERIAL)
 def _sum_squares(g):
     """Σ g² accumulated in float64 (g flat)."""
     n = g.shape[0]

@@ -33,6 +33,7 @@ Algorithm.
 import numpy as np
 from numba import njit
 
+from charlm.kernels import SERIAL
 from charlm.kernels.cells import scratch_size
 from charlm.kernels.sample import feed
 
@@ -47,7 +48,7 @@ def _better(s, i, j):
     return s[i] > s[j] or (s[i] == s[j] and i < j)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**SERIAL)
 def _sift_down(heap, size, pos, s):
     """Restore the heap below pos; the heap keeps its worst candidate at the root."""
     while True:
@@ -65,7 +66,7 @@ def _sift_down(heap, size, pos, s):
             return
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**SERIAL)
 def top_k(s, C, k, heap):
     """heap[:k] <- indices of the k best of s[:C] (k <= C), best first; equal scores: lower index first.
 
@@ -97,7 +98,7 @@ def top_k(s, C, k, heap):
         _sift_down(heap, end, 0, s)
 
 
-@njit(cache=True, error_model="numpy", nogil=True)   # nogil: the caller waits in Python, so Ctrl-C works
+@njit(**SERIAL, nogil=True)   # nogil: the caller waits in Python, so Ctrl-C works
 def beam_search(cell, emb, table0, Wih, Wf, Wf2, bias, peep, dec, dec_b, prefix, n, W, eos_id, stop_at_eos, out, scores,
                 lengths):
     """Beam search of width W for n tokens after prefix (P >= 1 tokens, prefix[0] = EOS), from a zero state.

@@ -26,6 +26,7 @@ one big loop touching many 2-D arrays did not vectorize and cost 20x more.
 import numpy as np
 from numba import njit, prange
 
+from charlm.kernels import PARALLEL, SERIAL
 from charlm.kernels.activations import sigmoid, tanh
 
 RNN_TANH = 0
@@ -44,7 +45,6 @@ def cell_code(cfg) -> int:
     return GRU_FULL if cfg.gru_variant == "full" else GRU_MINIMAL
 
 
-KERNEL = dict(cache=True, error_model="numpy")   # numpy error model: no zero-division branch in loops
 SMALL_MNK = 1_000_000    # OpenBLAS multiplies M x K by K x N without packing when M*N*K is at most this
 
 
@@ -66,7 +66,7 @@ def column_chunks(W, rows: int, transpose: bool = False) -> np.ndarray:
     return out
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**PARALLEL)
 def _fill_chunks(W, transpose, out):
     """out[c, k, j] = M[k, c*cw + j] for M = W, or W^T when transpose; 0 past M's last column.
     Transposing reads 16 elements of a W row at a time, so the 16 output rows they go to stay in L1
@@ -109,14 +109,14 @@ def pack_backward(cell: int, Whh, rows: int):
     return column_chunks(Whh, rows), np.zeros((1, 0, 0), Whh.dtype)
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def scratch_size(rows, H, G, W1, W2):
     """Scratch length a step of `rows` rows needs with packed weights W1, W2: the products' results,
     then room for their chunks."""
     return rows * (H * max(2 * G, 4) + max(W1.shape[0] * W1.shape[2], W2.shape[0] * W2.shape[2]))
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _dot(A, Wc, out, tmp):
     """out (M, N) = A (M, K) @ W, W (K, N) given as column chunks Wc (nc, K, cw) (`column_chunks`);
     tmp holds the chunks' results (>= nc*M*cw)."""
@@ -137,43 +137,43 @@ def _dot(A, Wc, out, tmp):
 
 # ----------------------------------------------------------------------------- row functions (1-D)
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _add(out, x, y):
     for j in range(out.shape[0]):
         out[j] = x[j] + y[j]
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _iadd(out, x):
     for j in range(out.shape[0]):
         out[j] += x[j]
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _sigmoid_(x):
     for j in range(x.shape[0]):
         x[j] = sigmoid(x[j])
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _tanh_(x):
     for j in range(x.shape[0]):
         x[j] = tanh(x[j])
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _relu_(x):
     for j in range(x.shape[0]):
         x[j] = max(x[j], 0.0)
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _mul(out, x, y):
     for j in range(out.shape[0]):
         out[j] = x[j] * y[j]
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _lstm(xp, hw, c, a, c_out, h_out):
     """One batch row, one pass: pre-activations xp + hw (GH,) -> gates a = (i, f, g, o) (GH,),
     c' = f*c + i*g,  h' = o*tanh(c')."""
@@ -189,7 +189,7 @@ def _lstm(xp, hw, c, a, c_out, h_out):
         h_out[j] = o * tanh(cn)
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _lstm_peephole(i, f, g, o, p, c, c_out, h_out):
     """Pre-activations i, f, g, o in, gates out: i = σ(i + p_i c), f = σ(f + p_f c), g = tanh(g),
     c' = f c + i g, o = σ(o + p_o c'), h' = o tanh(c')."""
@@ -205,14 +205,14 @@ def _lstm_peephole(i, f, g, o, p, c, c_out, h_out):
         h_out[j] = oj * tanh(cn)
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _interpolate(z, n, h, h_out):
     """h' = z*n + (1-z)*h."""
     for j in range(h.shape[0]):
         h_out[j] = z[j] * n[j] + (1.0 - z[j]) * h[j]
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _lstm_backward(i, f, g, o, c, cn, dh, dc, di, df, dg, do):
     """From dh (of h') and dc (of c') to the gate pre-activation gradients; dc becomes d c_prev.
 
@@ -229,7 +229,7 @@ def _lstm_backward(i, f, g, o, c, cn, dh, dc, di, df, dg, do):
         dc[j] = dcn * f[j]
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _lstm_peephole_backward(i, f, g, o, p, c, cn, dh, dc, di, df, dg, do, dp):
     """As `_lstm_backward`, plus the peephole paths: o_pre += p_o c', i_pre += p_i c, f_pre += p_f c;
     dp (3, H) accumulates dp_i += di c, dp_f += df c, dp_o += do c'."""
@@ -247,7 +247,7 @@ def _lstm_peephole_backward(i, f, g, o, p, c, cn, dh, dc, di, df, dg, do, dp):
         di[j], df[j], do[j] = dij, dfj, doj
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _interpolate_backward(z, n, h, dh, dz, dn):
     """h' = z n + (1-z) h with z = σ(.), n = tanh(.): dz = dh (n-h) z(1-z), dn = dh z (1-n²);
     dh becomes the direct part of d h_prev, dh (1-z)."""
@@ -257,7 +257,7 @@ def _interpolate_backward(z, n, h, dh, dz, dn):
         dh[j] = dh[j] * (1.0 - z[j])
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _reset_backward(r, h, drh, dr, dh):
     """rh = r*h with r = σ(.): dr = drh h r(1-r), dh += drh r."""
     for j in range(h.shape[0]):
@@ -265,7 +265,7 @@ def _reset_backward(r, h, drh, dr, dh):
         dh[j] += drh[j] * r[j]
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _act_backward(v, dh, d, relu):
     """h' = act(pre): d = dh (1-h'²) for tanh, dh [h' > 0] for relu."""
     for j in range(v.shape[0]):
@@ -277,7 +277,7 @@ def _act_backward(v, dh, d, relu):
 
 # ----------------------------------------------------------------------------- steps and windows
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def forward_step(cell, xp, ix, Wf, Wf2, peep, h, c, a, h_out, c_out, rh, tmp):
     """One step for a batch: state (h, c) -> (h_out, c_out).
 
@@ -326,7 +326,7 @@ def forward_step(cell, xp, ix, Wf, Wf2, peep, h, c, a, h_out, c_out, rh, tmp):
             h_out[b, :] = ab
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**PARALLEL)
 def layer_forward(cell, XP, ids, Wf, Wf2, peep, Hs, Cs, A, RH, tmp):
     """The time loop. Hs[0], Cs[0] hold the initial state; Hs[t+1], Cs[t+1] receive step t's state.
 
@@ -354,7 +354,7 @@ def layer_forward(cell, XP, ids, Wf, Wf2, peep, Hs, Cs, A, RH, tmp):
                          Hs[t + 1, b0:b1], Cs[t + 1, b0:b1], RH[tr, b0:b1], tmp[ch])
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**PARALLEL)
 def layer_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep, dbias, dh, dc, tmp):
     """Backpropagation through the window, in exact reverse order of `layer_forward`, n threads each on
     their own batch rows.
@@ -374,7 +374,7 @@ def layer_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep, dbias, dh, dc,
                          B * ch // n, B * (ch + 1) // n)
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _window_backward(cell, Wb, Wb2, peep, Hs, Cs, A, dY, dP, dpeep, dbias, dh_all, dc_all, tmp, b0, b1):
     """The backward time loop for batch rows b0..b1-1 (arguments as in `layer_backward`)."""
     T = dY.shape[0]

@@ -10,7 +10,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-KERNEL = dict(cache=True, parallel=True, error_model="numpy")
+from charlm.kernels import PARALLEL
+
 MIN_ROWS = 16     # fewer rows per thread than this are not worth a thread
 
 
@@ -34,7 +35,7 @@ def matmul_tn_add(A, B, out):
     _matmul_tn_add(A, B, out, parts(A.shape[0]))
 
 
-@njit(**KERNEL)
+@njit(**PARALLEL)
 def _matmul(A, B, out, n):
     M = A.shape[0]
     for c in prange(n):
@@ -42,7 +43,7 @@ def _matmul(A, B, out, n):
         np.dot(A[r0:r1], B, out[r0:r1])
 
 
-@njit(**KERNEL)
+@njit(**PARALLEL)
 def _matmul_bias(A, B, bias, out, n):
     M, N = out.shape
     for c in prange(n):
@@ -54,7 +55,7 @@ def _matmul_bias(A, B, bias, out, n):
                 row[j] += bias[j]
 
 
-@njit(**KERNEL)
+@njit(**PARALLEL)
 def _matmul_tn_add(A, B, out, n):
     M = A.shape[0]
     K, N = out.shape

@@ -13,13 +13,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from charlm.kernels import PARALLEL, SERIAL
 from charlm.kernels.activations import exp
 
 LANES = 16
-KERNEL = dict(cache=True, error_model="numpy")
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _row_max(row, lanes):
     """max_v row[v]; lanes (LANES,) of row's dtype is scratch."""
     V = row.shape[0]
@@ -37,7 +37,7 @@ def _row_max(row, lanes):
     return m
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _sum_exp(row, m, acc):
     """Σ_v exp(row[v] - m) in float64. acc (LANES,) float64 is scratch."""
     V = row.shape[0]
@@ -54,7 +54,7 @@ def _sum_exp(row, m, acc):
     return s
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def _exp_sum(row, m, acc):
     """row[v] := exp(row[v] - m); returns their sum in float64. acc (LANES,) float64 is scratch.
 
@@ -94,7 +94,7 @@ def _threads(rows):
     return max(1, min(numba.get_num_threads(), rows))
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**PARALLEL)
 def _softmax_xent(Z, y, scale, nll, n):
     N, V = Z.shape
     for c in prange(n):
@@ -112,7 +112,7 @@ def _softmax_xent(Z, y, scale, nll, n):
             row[y[r]] -= scale
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**PARALLEL)
 def _logsoftmax_nll(Z, y, nll, n):
     N = Z.shape[0]
     for c in prange(n):
@@ -124,7 +124,7 @@ def _logsoftmax_nll(Z, y, nll, n):
             nll[r] = np.log(_sum_exp(row, m, acc)) + np.float64(m) - row[y[r]]
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def scatter_add_rows(dE, ids, dX):
     """dE[ids[n]] += dX[n] for n in 0..N-1 (the embedding gradient). dE (V, E), ids (N,), dX (N, E)."""
     N, E = dX.shape

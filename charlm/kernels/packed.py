@@ -21,12 +21,13 @@ its sequence ends (rows past bs[t] are not read), so on return dh, dc hold the i
 import numpy as np
 from numba import njit, prange
 
-from charlm.kernels.cells import (GRU_FULL, GRU_MINIMAL, KERNEL, LSTM, RNN_RELU, _act_backward, _dot, _iadd,
+from charlm.kernels import PARALLEL, SERIAL
+from charlm.kernels.cells import (GRU_FULL, GRU_MINIMAL, LSTM, RNN_RELU, _act_backward, _dot, _iadd,
                                   _interpolate_backward, _lstm_backward, _lstm_peephole_backward,
                                   _reset_backward, forward_step)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**PARALLEL)
 def packed_forward(cell, XP, offsets, sizes, blocks, Wf, Wf2, peep, h0, c0, Hs, Cs, A, RH, keep, tmp):
     """The time loop over a packed batch.
 
@@ -59,7 +60,7 @@ def packed_forward(cell, XP, offsets, sizes, blocks, Wf, Wf2, peep, h0, c0, Hs, 
                          rh, tmp[ch])
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**PARALLEL)
 def packed_backward(cell, Wb, Wb2, peep, offsets, sizes, blocks, h0, c0, Hs, Cs, A, dY, dP, dpeep, dbias,
                     dh, dc, tmp):
     """Backpropagation through a packed batch, in exact reverse order of `packed_forward`.
@@ -90,7 +91,7 @@ def packed_backward(cell, Wb, Wb2, peep, offsets, sizes, blocks, h0, c0, Hs, Cs,
                           dpeep[ch], dbias[ch], dh[b0: b0 + m], dc[b0: b0 + m], tmp[ch])
 
 
-@njit(**KERNEL)
+@njit(**SERIAL)
 def backward_step(cell, Wb, Wb2, peep, h, cp, cn, a, dy, d, dpeep, dbias, dh, dc, tmp):
     """One step back for a batch of B rows (the body of `cells._window_backward`'s time loop).
 

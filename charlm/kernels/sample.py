@@ -9,10 +9,11 @@ by the caller from a seeded numpy Generator: the inverse CDF at U picks the toke
 import numpy as np
 from numba import njit
 
+from charlm.kernels import SERIAL
 from charlm.kernels.cells import forward_step, scratch_size
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**SERIAL)
 def _pick(z, temp, top_k, top_p, greedy, u, p, order):
     """Choose a token from logits z (V,) with uniform u; p (V,) and order (V,) are scratch."""
     V = z.shape[0]
@@ -57,7 +58,7 @@ def _pick(z, temp, top_k, top_p, greedy, u, p, order):
     return order[keep - 1]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**SERIAL)
 def feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, rows, state, xe, xp, a, hn, cn, rh, tmp):
     """One step of the whole stack for B rows: input tokens tok (B,), state (L, 2, B, H) updated in place.
 
@@ -92,7 +93,7 @@ def feed(cell, emb, table0, Wih, Wf, Wf2, bias, peep, tok, rows, state, xe, xp, 
         state[k, 1, :, :] = cn
 
 
-@njit(cache=True, error_model="numpy", nogil=True)   # nogil: the caller waits in Python, so Ctrl-C works
+@njit(**SERIAL, nogil=True)   # nogil: the caller waits in Python, so Ctrl-C works
 def generate(cell, emb, table0, Wih, Wf, Wf2, bias, peep, dec, dec_b, state, prefix, n, temp, top_k, top_p, greedy,
              U, eos_id, stop_at_eos, out, lengths):
     """Feed prefix (P >= 1 tokens, the same for every row), then sample n tokens per row.
