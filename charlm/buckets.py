@@ -10,6 +10,11 @@ sequence's steps with few rows, so similar lengths help them too.
 then shuffles the order of the batches. Everything is drawn from numpy.random.default_rng([seed,
 epoch]), so a run resumes at (epoch, batch index) by calling `batches` again and skipping that many
 batches: no permutation needs saving.
+
+`sampled_batches` first draws the epoch's sequences with replacement, sequence i with probability
+    π_i ∝ n_{y_i}^(q - 1)      (n_c the count of class c; class c then gets the share n_c^q / Σ_k n_k^q)
+so q = 1 is the data as it is, q = 0 gives every class the same share (class-balanced sampling) and
+q = ½ lies between; the draw comes from default_rng([seed, epoch, 1]), so it too is redrawn on resume.
 """
 from __future__ import annotations
 
@@ -40,6 +45,22 @@ def batches(lengths, batch_size: int, seed: int = 0, epoch: int = 0, max_tokens:
     cuts = _cuts(L[idx], batch_size, max_tokens)
     out = [idx[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
     return [out[i] for i in rng.permutation(len(out))]
+
+
+def sampled_batches(lengths, labels, power: float, batch_size: int, seed: int = 0, epoch: int = 0,
+                    max_tokens: int = 0) -> list[np.ndarray]:
+    """The batches of one epoch of len(lengths) sequences drawn with replacement, sequence i with
+    probability ∝ count(labels[i]) ** (power - 1) (module docstring), then bucketed as `batches` does.
+    Index arrays into `lengths`; an index may occur several times or not at all."""
+    L = _lengths(lengths)
+    y = np.asarray(labels, np.int64)
+    if y.shape != L.shape or (y < 0).any():
+        raise CharlmError("labels must be one non-negative class id per sequence")
+    if not 0 <= power <= 1:
+        raise CharlmError(f"the sampling power must be in [0, 1], got {power!r}")
+    w = np.bincount(y).astype(np.float64)[y] ** (power - 1.0)                # (S,) unnormalised π
+    draw = np.random.default_rng([seed, epoch, 1]).choice(L.size, size=L.size, replace=True, p=w / w.sum())
+    return [draw[b] for b in batches(L[draw], batch_size, seed, epoch, max_tokens)]
 
 
 def _cuts(sorted_lengths, batch_size, max_tokens):

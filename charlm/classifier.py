@@ -36,9 +36,22 @@ class Prediction:
 
 
 class Classifier:
-    def __init__(self, config, vocab: Vocab, labels: list[str], params, meta=None):
+    """prior_correction tau: every probability becomes p(y | x) / p(y)^tau, renormalised, with p(y) the
+    training labels' shares (charlm.classify.correct_prior); 0 leaves the model's own."""
+
+    def __init__(self, config, vocab: Vocab, labels: list[str], params, meta=None, log_prior=None):
         self.config, self.vocab, self.labels, self.params = config, vocab, labels, params
         self.meta = meta or {}
+        self.log_prior = log_prior           # (C,) log of the training shares, None when the file lacks them
+        self.prior_correction = 0.0
+
+    def set_prior_correction(self, tau: float) -> "Classifier":
+        from charlm.errors import CharlmError
+        if tau and self.log_prior is None:
+            raise CharlmError("this classifier file has no training label counts (made before they were "
+                              "saved): --prior-correction needs them; retrain it")
+        self.prior_correction = float(tau)
+        return self
 
     @property
     def num_params(self) -> int:
@@ -48,15 +61,18 @@ class Classifier:
     def load(cls, path) -> "Classifier":
         m = load_model(path, task="classify")
         vocab = Vocab(m.vocab, m.config.level, m.config.lowercase, m.config.unk_id, m.config.eos_id)
-        return cls(m.config, vocab, read_labels(path, m.meta, m.config), m.params, m.meta)
+        labels = read_labels(path, m.meta, m.config)
+        return cls(m.config, vocab, labels, m.params, m.meta, read_log_prior(path, m.meta, len(labels)))
 
     def probabilities(self, texts, threads: int | None = None) -> np.ndarray:
-        """p(label | text), (len(texts), C) float64, columns in the order of `labels`."""
+        """p(label | text), (len(texts), C) float64, columns in the order of `labels` (after the prior
+        correction, when one is set)."""
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)))
         with compute_threads(threads):
-            return classify.probabilities(self.config, self.params, [encode(self.vocab, t) for t in texts],
+            prob = classify.probabilities(self.config, self.params, [encode(self.vocab, t) for t in texts],
                                           self.config.eos_id)
+        return classify.correct_prior(prob, self.log_prior, self.prior_correction)
 
     def predict(self, texts, top_k: int = 1, threads: int | None = None) -> list[Prediction]:
         prob = self.probabilities(texts, threads)
@@ -94,24 +110,43 @@ class GenerativeClassifier(Classifier):
         m = load_model(path)
         vocab = Vocab(m.vocab, m.config.level, m.config.lowercase, m.config.unk_id, m.config.eos_id)
         labels, counts = read_labels(path, m.meta, m.config)
-        clf = cls(m.config, vocab, labels, m.params, m.meta)
-        clf.log_prior = np.log(np.asarray(counts, np.float64) / sum(counts))
-        return clf
+        return cls(m.config, vocab, labels, m.params, m.meta, np.log(np.asarray(counts, np.float64) / sum(counts)))
 
     def probabilities(self, texts, threads: int | None = None) -> np.ndarray:
+        """Bayes' posteriors; with a prior correction tau, ∝ p(s | l) p(l)^(1 - tau)."""
         from charlm import conditional
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)))
         with compute_threads(threads):
-            return conditional.posteriors(self.config, self.params, [encode(self.vocab, t) for t in texts],
+            prob = conditional.posteriors(self.config, self.params, [encode(self.vocab, t) for t in texts],
                                           self.log_prior, self.config.eos_id)
+        return classify.correct_prior(prob, self.log_prior, self.prior_correction)
 
 
-def load_classifier(path) -> Classifier:
-    """The classifier at `path`: discriminative, or generative when the file is a conditional LM."""
+def read_log_prior(path, meta, C: int):
+    """log of the training label shares from a classifier file's `label_counts`; None when absent."""
+    import json
+    from charlm.errors import ModelFileError
+    if "label_counts" not in meta:
+        return None
+    try:
+        counts = json.loads(meta["label_counts"])
+    except (ValueError, RecursionError):
+        counts = None
+    if not (isinstance(counts, list) and len(counts) == C
+            and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in counts)):
+        raise ModelFileError(path, "label_counts metadata must be one positive count per label")
+    return np.log(np.asarray(counts, np.float64) / sum(counts))
+
+
+def load_classifier(path, prior_correction: float = 0.0) -> Classifier:
+    """The classifier at `path`: discriminative, or generative when the file is a conditional LM; with
+    its prior corrected by `prior_correction` (Classifier)."""
     from charlm.checkpoint import file_task, read_metadata
     meta = read_metadata(path)
     if file_task(meta) == "lm" and "conditional" in meta:
-        return GenerativeClassifier.load(path)
-    return Classifier.load(path)
+        clf = GenerativeClassifier.load(path)
+    else:
+        clf = Classifier.load(path)
+    return clf.set_prior_correction(prior_correction)
 

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from charlm import classify
+from charlm import buckets, classify
 from charlm.checkpoint import load_model
 from charlm.classifier import Classifier
 from charlm.config import ClassifyConfig
@@ -55,13 +55,13 @@ def train(files, out, *extra):
 
 # ------------------------------------------------------------------------------------------- gradient
 
-def _directional_error(cfg, P, layout, ids, y, w, masks, head_mask, rng, eps=1e-5):
-    _, g = classify.loss_and_grads(cfg, P, layout, ids, y, w, masks, head_mask)
+def _directional_error(cfg, P, layout, ids, y, w, masks, head_mask, rng, eps=1e-5, smoothing=0.0):
+    _, g = classify.loss_and_grads(cfg, P, layout, ids, y, w, masks, head_mask, smoothing)
     worst = 0.0
     for name in P:
         v = rng.normal(size=P[name].shape)
         f = [classify.loss_and_grads(cfg, {**P, name: P[name] + s * eps * v}, layout, ids, y, w, masks,
-                                     head_mask)[0] for s in (1, -1)]
+                                     head_mask, smoothing)[0] for s in (1, -1)]
         num, ana = (f[0] - f[1]) / (2 * eps), float((g[name] * v).sum())
         worst = max(worst, abs(num - ana) / max(1e-6, abs(num) + abs(ana)))
     return worst
@@ -81,6 +81,23 @@ def test_classifier_gradient(variant, bi, pooling):
     masks, head_mask = classify.dropout_masks(cfg, rng, layout, 0.3, 0.2, np.float64)
     y = np.array([0, 2, 1, 1, 0])
     assert _directional_error(cfg, P, layout, ids, y, np.array([1.0, 2.0, 0.5]), masks, head_mask, rng) < 1e-6
+
+
+def test_label_smoothing_gradient_and_loss():
+    """The smoothed loss equals its definition by hand, and its gradient passes the same check."""
+    rng = np.random.default_rng(5)
+    cfg = ClassifyConfig(layers=1, hidden=5, embed=4, vocab_size=9, labels=3, pooling="max", bidirectional=True)
+    P = {k: v + rng.normal(0, 0.3, v.shape) for k, v in classify.init_params(cfg, rng, np.float64).items()}
+    seqs, y, w = [rng.integers(2, 9, n) for n in (3, 0, 6, 2)], np.array([0, 2, 1, 1]), np.array([1.0, 2.0, 0.5])
+    layout, ids = classify.inputs(seqs, eos_id=1)
+    assert _directional_error(cfg, P, layout, ids, y, w, None, None, rng, smoothing=0.2) < 1e-6
+    logp = np.log(classify.probabilities(cfg, P, seqs, eos_id=1))
+    q = np.full((4, 3), 0.2 / 3)
+    q[np.arange(4), y] += 0.8
+    expected = -(w[y] * (q * logp).sum(axis=1)).sum() / w[y].sum()
+    loss, _ = classify.loss_and_grads(cfg, P, layout, ids, y, w, smoothing=0.2)
+    assert loss == pytest.approx(expected, rel=1e-10)
+    assert classify.loss_and_grads(cfg, P, layout, ids, y, w)[0] != pytest.approx(expected, rel=1e-3)
 
 
 def test_gradient_check_catches_a_wrong_pooling_gradient(monkeypatch):
@@ -173,6 +190,76 @@ def test_classify_run_resumes_bit_for_bit(files, tmp_path):
               "--max-steps", "40", "-q"))
     c = load_state(state_path(other))
     assert not all(np.array_equal(c.params[k], b.params[k]) for k in b.params)
+
+
+def test_class_sampling_balances_labels_and_is_reproducible():
+    """balanced: every label about the same share of an epoch's draws; sqrt: shares ∝ sqrt(count); none
+    of them depends on anything but (seed, epoch)."""
+    y = np.repeat([0, 1, 2], [8000, 1500, 500])
+    L = np.random.default_rng(0).integers(1, 12, y.size)
+    shares = {}
+    for name, q in (("balanced", 0.0), ("sqrt", 0.5), ("none", 1.0)):
+        b = buckets.sampled_batches(L, y, q, 32, seed=4, epoch=2)
+        drawn = np.concatenate(b)
+        assert drawn.size == y.size and all(len(x) <= 32 for x in b)
+        assert all(np.ptp(L[x]) <= 1 for x in b)                            # still bucketed by length
+        shares[name] = np.bincount(y[drawn], minlength=3) / y.size
+        again = buckets.sampled_batches(L, y, q, 32, seed=4, epoch=2)
+        assert all(np.array_equal(u, v) for u, v in zip(b, again))
+    np.testing.assert_allclose(shares["balanced"], [1 / 3] * 3, atol=0.02)
+    r = np.sqrt([8000, 1500, 500])
+    np.testing.assert_allclose(shares["sqrt"], r / r.sum(), atol=0.02)
+    np.testing.assert_allclose(shares["none"], [0.8, 0.15, 0.05], atol=0.02)
+    other = np.concatenate(buckets.sampled_batches(L, y, 0.0, 32, seed=4, epoch=3))
+    assert not np.array_equal(np.sort(other), np.sort(np.concatenate(buckets.sampled_batches(L, y, 0.0, 32, 4, 2))))
+
+
+def test_class_sampling_and_smoothing_resume_bit_for_bit(files, tmp_path):
+    """A run with --class-sampling balanced and --label-smoothing resumed mid-epoch (the epoch has 25
+    batches) ends as the uninterrupted one; a different sampling does not."""
+    opts = ("--class-sampling", "balanced", "--label-smoothing", "0.1", "--dropout", "0.2")
+    ref, out, other = tmp_path / "ref.safetensors", tmp_path / "m.safetensors", tmp_path / "o.safetensors"
+    train(files, ref, "--max-steps", "40", *opts)
+    train(files, out, "--max-steps", "13", *opts)
+    ok(invoke("classify", "train", files["train"], "--valid", files["valid"], "-o", out, "--resume",
+              "--max-steps", "40", "-q"))
+    a, b = load_state(state_path(out)), load_state(state_path(ref))
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in b.params)
+    train(files, other, "--max-steps", "40", "--class-sampling", "sqrt", *opts[2:])
+    c = load_state(state_path(other))
+    assert not all(np.array_equal(c.params[k], b.params[k]) for k in b.params)
+    meta = load_model(ref, task="classify").meta
+    assert sum(json.loads(meta["label_counts"])) == 400
+
+
+def test_prior_correction(files, tmp_path):
+    """p_tau(y|x) ∝ p(y|x) / p(y)^tau by hand; through the CLI it moves predictions towards the rarer
+    label; a file without label counts refuses it."""
+    prob = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    prior = np.log([0.7, 0.2, 0.1])
+    hand = prob / np.exp(prior) ** 0.5
+    np.testing.assert_allclose(classify.correct_prior(prob, prior, 0.5), hand / hand.sum(axis=1, keepdims=True))
+    assert classify.correct_prior(prob, prior, 0.0) is prob
+    rows = names(600, 8)
+    vex = [r for r in rows if r[0] == "Vexian"]
+    skewed = write(tmp_path / "skewed.tsv", [r for r in rows if r[0] != "Vexian"] + vex[:15])
+    out = tmp_path / "c.safetensors"
+    ok(invoke("classify", "train", skewed, "--valid", files["valid"], "-o", out, *TRAIN, "--max-steps", "30"))
+    counts = json.loads(load_model(out, task="classify").meta["label_counts"])
+    rare = sorted(SYLLABLES)[int(np.argmin(counts))]
+    shares = []
+    for tau in ("0", "2"):
+        r = ok(invoke("classify", "predict", "-m", out, "--file", files["valid"], "-q", "--prior-correction", tau))
+        shares.append(sum(line.split("\t")[0] == rare for line in r.stdout.splitlines()))
+    assert shares[1] > shares[0]
+    from charlm.checkpoint import save_model
+    m = load_model(out, task="classify")
+    old = tmp_path / "old.safetensors"
+    save_model(old, m.params, m.config, m.vocab, {k: v for k, v in m.meta.items()
+                                                     if k in ("task", "labels")})
+    ok(invoke("classify", "predict", "-m", old, "Kalo", "-q"))
+    one_line_error(invoke("classify", "predict", "-m", old, "Kalo", "--prior-correction", "1"),
+                   "no training label counts")
 
 
 def test_resume_refuses_a_changed_architecture(files, tmp_path):

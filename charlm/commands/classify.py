@@ -46,6 +46,12 @@ def classify():
 @click.option("--class-weights", type=click.Choice(["none", "balanced", "sqrt"]), default="none", show_default=True,
               help="balanced: weigh each label's examples by 1 / its frequency in the loss; sqrt: by the "
                    "square root of that (a milder correction for imbalanced labels).")
+@click.option("--class-sampling", type=click.Choice(["none", "sqrt", "balanced"]), default="none", show_default=True,
+              help="Draw each epoch's texts with replacement so that small labels come up more often: balanced "
+                   "gives every label the same share of the batches, sqrt a share proportional to the root "
+                   "of its count.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Train towards (1 - e) one-hot + e / labels instead of the one-hot label.")
 @click.option("--select", type=click.Choice(["accuracy", "macro_f1"]), default="accuracy", show_default=True,
               help="The validation figure that keeps the best model.")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None,
@@ -148,9 +154,12 @@ def _texts(texts, file):
 @click.option("-f", "--file", type=click.Path(), default=None, help="Classify each line of this file.")
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Show the K best labels.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
+@click.option("--prior-correction", "prior_correction", type=float, default=0.0, show_default=True, metavar="TAU",
+              help="Divide p(label | text) by p(label)^TAU (the training labels' shares) and renormalise: "
+                   "TAU > 0 favours small labels (logit adjustment; tune TAU on validation data).")
 @click.option("--quiet", "-q", is_flag=True, help="No throughput line on stderr.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the kernels.")
-def predict(texts, model_path, file, top_k, as_json, quiet, threads):
+def predict(texts, model_path, file, top_k, prior_correction, as_json, quiet, threads):
     """The label of each text, with its probability: LABEL<TAB>P[<TAB>LABEL2<TAB>P2 ...]<TAB>TEXT.
 
     TEXT... on the command line, --file F (one text per line), or - for standard input.
@@ -159,7 +168,7 @@ def predict(texts, model_path, file, top_k, as_json, quiet, threads):
     set_threads(threads)
     from charlm.classifier import load_classifier
     items = _texts(texts, file)
-    clf = load_classifier(model_path)
+    clf = load_classifier(model_path, prior_correction)
     t = time.perf_counter()
     preds = clf.predict(items, top_k, threads)
     seconds = time.perf_counter() - t
@@ -186,15 +195,18 @@ def _printable(text: str) -> str:
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw the confusion matrix to this image file (needs matplotlib).")
+@click.option("--prior-correction", "prior_correction", type=float, default=0.0, show_default=True, metavar="TAU",
+              help="Divide p(label | text) by p(label)^TAU (the training labels' shares) and renormalise: "
+                   "TAU > 0 favours small labels (logit adjustment; tune TAU on validation data).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the kernels.")
-def evaluate(test, model_path, format, encoding_errors, plot_path, as_json, threads):
+def evaluate(test, model_path, format, encoding_errors, plot_path, prior_correction, as_json, threads):
     """Accuracy, macro-F1, per-label precision/recall/F1 and the confusion matrix on a labeled file."""
     from charlm.cli import set_threads
     set_threads(threads)
     from charlm.classifier import load_classifier
     from charlm.errors import CharlmError
-    clf = load_classifier(model_path)
+    clf = load_classifier(model_path, prior_correction)
     report = clf.evaluate(test, format, encoding_errors, threads)
     if report["examples"] == 0:
         raise CharlmError(f"{test}: none of its labels is one the model knows ({', '.join(clf.labels[:5])}, ...)")
@@ -237,6 +249,8 @@ def report_text(r: dict) -> str:
               help="A language model trained with --labeled (the generator).")
 @click.option("--judge", "judge_path", required=True, type=click.Path(dir_okay=False),
               help="A classifier that judges whether each sample has the label it was generated for.")
+@click.option("--judge-prior-correction", "judge_prior", type=float, default=0.0, show_default=True, metavar="TAU",
+              help="The judge's --prior-correction (see classify predict).")
 @click.option("--train", "train_path", type=click.Path(), default=None,
               help="The generator's training file: a sample found in it is not novel.")
 @click.option("-n", "--num-samples", type=click.IntRange(min=1), default=50, show_default=True,
@@ -248,7 +262,7 @@ def report_text(r: dict) -> str:
 @click.option("--show", type=click.IntRange(min=0), default=3, show_default=True, help="Samples shown per label.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the kernels.")
-def judge(model_path, judge_path, train_path, num_samples, temp, max_length, seed, show, as_json, threads):
+def judge(model_path, judge_path, judge_prior, train_path, num_samples, temp, max_length, seed, show, as_json, threads):
     """How well a conditional language model generates for each label: samples per label, their novelty
     (the share not in the training texts) and the judge's accuracy (the share the judge classifier
     assigns to the requested label)."""
@@ -261,7 +275,7 @@ def judge(model_path, judge_path, train_path, num_samples, temp, max_length, see
     gen = LanguageModel.load(model_path)
     if gen.labels is None:
         raise CharlmError(f"-m {model_path}: not a conditional language model (train one with charlm train --labeled)")
-    clf = load_classifier(judge_path)
+    clf = load_classifier(judge_path, judge_prior)
     seen = set(labeled.read(train_path).texts) if train_path else None
     rows = []
     for i, label in enumerate(gen.labels):

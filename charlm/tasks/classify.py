@@ -3,8 +3,9 @@
 Data: labeled lines (charlm.labeled) become token ids with a vocabulary built from the training texts
 (or taken from the language model given to --init-from) and label ids in sorted label order. Batches
 are bucketed by length (charlm.buckets): texts of similar lengths together, the batch order shuffled
-each epoch, all drawn from (seed, epoch), so the engine's position is simply the batch index. Nothing
-is carried between batches. Validation reports loss, accuracy and macro-F1; --select decides which of
+each epoch, all drawn from (seed, epoch), so the engine's position is simply the batch index; with
+--class-sampling the epoch's texts are first drawn with replacement so that small labels come up more
+often (buckets.sampled_batches, also from (seed, epoch)). Nothing is carried between batches. Validation reports loss, accuracy and macro-F1; --select decides which of
 accuracy and macro-F1 keeps the best model.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from charlm.vocab import Vocab, normalize
 
 SELECTS = ("accuracy", "macro_f1")
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
+CLASS_SAMPLING = {"none": 1.0, "sqrt": 0.5, "balanced": 0.0}     # the power q of buckets.sampled_batches
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class ClassifyTrainConfig(RunConfig):
     """The classifier's training options: the engine's, and how its batches and loss are made."""
     embed_dropout: float = _opt(0.0, CHANGEABLE)   # p of dropping a unit of the embedding
     class_weights: str = _opt("none", FIXED)       # "balanced": class c weighs S / (C count_c); "sqrt": its root
+    class_sampling: str = _opt("none", FIXED)      # draw texts so label c gets a share ∝ count_c^q (q 1, ½, 0)
+    label_smoothing: float = _opt(0.0, CHANGEABLE)  # ε: the target is (1 - ε) one-hot + ε / C
     select: str = _opt("accuracy", FIXED)          # the validation metric that keeps the best model
     freeze_encoder: bool = _opt(False, CHANGEABLE)  # train the head only (embedding and stack fixed)
 
@@ -39,6 +43,8 @@ class ClassifyTrainConfig(RunConfig):
         checks = [
             (0 <= self.embed_dropout < 1, f"--embed-dropout must be in [0, 1), got {self.embed_dropout!r}"),
             (self.class_weights in CLASS_WEIGHTS, f"--class-weights must be one of {CLASS_WEIGHTS}"),
+            (self.class_sampling in CLASS_SAMPLING, f"--class-sampling must be one of {tuple(CLASS_SAMPLING)}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing!r}"),
             (self.select in SELECTS, f"--select must be one of {SELECTS}, got {self.select!r}"),
         ]
         for ok, message in checks:
@@ -125,6 +131,7 @@ class ClassifyTask:
         self.steps_per_epoch = len(buckets.batches(self.lengths, tc.batch_size, tc.seed, 0))
         self.digests = {"train": _digest(data.train, data.train_y), "valid": _digest(data.valid, data.valid_y)}
         counts = np.bincount(data.train_y, minlength=cfg.labels)
+        self.counts = counts.tolist()                                      # saved as the file's label_counts
         if tc.class_weights != "none":
             if (counts == 0).any():
                 raise CharlmError(f"--class-weights {tc.class_weights}: a label has no training line")
@@ -154,7 +161,13 @@ class ClassifyTask:
 
     def _batches(self, epoch):
         if self._epoch_batches[0] != epoch:
-            self._epoch_batches = (epoch, buckets.batches(self.lengths, self.tc.batch_size, self.tc.seed, epoch))
+            tc = self.tc
+            if tc.class_sampling == "none":
+                b = buckets.batches(self.lengths, tc.batch_size, tc.seed, epoch)
+            else:
+                b = buckets.sampled_batches(self.lengths, self.data.train_y, CLASS_SAMPLING[tc.class_sampling],
+                                            tc.batch_size, tc.seed, epoch)
+            self._epoch_batches = (epoch, b)
         return self._epoch_batches[1]
 
     def step(self, P, epoch, position, rng):
@@ -162,7 +175,7 @@ class ClassifyTask:
         layout, ids = classify.inputs([self.data.train[i] for i in idx], self.config.eos_id)
         masks, head_mask = classify.dropout_masks(self.config, rng, layout, self.tc.dropout, self.tc.embed_dropout)
         loss, grads = classify.loss_and_grads(self.config, P, layout, ids, self.data.train_y[idx], self.weights,
-                                              masks, head_mask)
+                                              masks, head_mask, self.tc.label_smoothing)
         if self.tc.freeze_encoder:
             for name in grads:
                 if not name.startswith("head."):
@@ -186,7 +199,8 @@ class ClassifyTask:
         return self.evaluate(checkpoint.load_model(path, task="classify").params)
 
     def save_model(self, path, P, meta):
-        meta = dict(meta, task=self.kind, labels=json.dumps(self.data.labels, ensure_ascii=False))
+        meta = dict(meta, task=self.kind, labels=json.dumps(self.data.labels, ensure_ascii=False),
+                    label_counts=json.dumps(self.counts))
         checkpoint.save_model(path, P, self.config, self.data.vocab.tokens, meta)
 
     # ------------------------------------------------------------------------ run-state files
