@@ -150,6 +150,9 @@ def main(ctx, debug):
               help="Where the model goes (the best on validation, or the last with --keep last). The run "
                    "state for --resume goes beside it, in OUT.state.")
 @click.option("--level", type=click.Choice(["char", "word"]), default="char", show_default=True)
+@click.option("--tokenize", type=click.Choice(["whitespace", "words"]), default="whitespace", show_default=True,
+              help="--level word: split at whitespace only (pre-tokenized text), or also split punctuation and "
+                   "symbols from words (raw text; docs/language-model.md).")
 @click.option("--lowercase", is_flag=True, help="Lower-case the text before lookup.")
 @click.option("--min-count", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tokens seen fewer times become <unk>.")
@@ -221,7 +224,7 @@ def main(ctx, debug):
 @json_option
 @threads_option
 @click.pass_context
-def train(ctx, corpus, out, level, lowercase, min_count, max_vocab, cell, activation, gru_variant, peephole,
+def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, cell, activation, gru_variant, peephole,
           bidirectional, layers, hidden, embed, tie_weights, dropout, embed_dropout, locked_dropout, batch_size,
           seq_len, optimizer, lr, momentum, lr_decay, lr_schedule, clip, epochs, max_steps, time_budget, valid_path, valid_fraction, valid_every,
           keep, seed, encoding_errors, checkpoint_every, resume, on_nonfinite, labeled, condition, label_embed,
@@ -270,6 +273,8 @@ def train(ctx, corpus, out, level, lowercase, min_count, max_vocab, cell, activa
             threads = min(state.progress["threads"], os.cpu_count() or 1)
             set_threads(threads)
     p = params
+    if p["tokenize"] != "whitespace" and p["level"] != "word":
+        raise CharlmError(f"--tokenize {p['tokenize']} is for --level word (the level is {p['level']})")
     from charlm.engine import check_outputs
     check_outputs(out, [*corpus, p["valid_path"]])           # before reading: no output may be an input
     if not (p["epochs"] or p["max_steps"] or p["time_budget"]):
@@ -296,11 +301,11 @@ def train(ctx, corpus, out, level, lowercase, min_count, max_vocab, cell, activa
     log(f"reading {', '.join(corpus)}")
     valid_path = p["valid_path"]
     data = load_corpus(corpus, p["level"], p["lowercase"], p["min_count"], p["max_vocab"], valid_path,
-                       p["valid_fraction"], p["encoding_errors"])
+                       p["valid_fraction"], p["encoding_errors"], p["tokenize"])
     cfg = ModelConfig(level=p["level"], cell=p["cell"], layers=p["layers"], hidden=p["hidden"], embed=p["embed"],
                       vocab_size=len(data.vocab), unk_id=data.vocab.unk_id, eos_id=data.vocab.eos_id,
                       lowercase=p["lowercase"], tied=p["tie_weights"], activation=p["activation"],
-                      gru_variant=p["gru_variant"], peephole=p["peephole"])
+                      gru_variant=p["gru_variant"], peephole=p["peephole"], tokenize=p["tokenize"])
     log(f"{len(data.train):,} training and {len(data.valid):,} validation tokens, vocabulary {len(data.vocab):,}; "
         f"model {cfg.describe()}")
     if state is not None:
@@ -493,9 +498,10 @@ def score(texts, model_path, file, per_token, label, as_json, threads):
             continue
         click.echo(f"{s.logprob:.4f}\t{s.tokens}\t{s.perplexity:.4f}\t{_one_line(s.text)}")
         rows = s.per_token or []
+        unknown = s.unk_texts or {}
         for k in range(0, len(rows), 10000):              # one write per 10,000 tokens, not one per token
-            click.echo("".join(f"\t{tok}\t{lp:.4f}" + ("\t<unk>\n" if unk else "\n")
-                               for tok, lp, unk in rows[k:k + 10000]), nl=False)
+            click.echo("".join(f"\t{tok}\t{lp:.4f}" + (f"\t<unk>\t{_one_line(unknown[j])}\n" if unk else "\n")
+                               for j, (tok, lp, unk) in enumerate(rows[k:k + 10000], k)), nl=False)
 
 
 def _read_lines(file):

@@ -12,6 +12,7 @@ from charlm.errors import CharlmError
 
 FORMAT = "charlm/1"
 LEVELS = ("char", "word")
+TOKENIZERS = ("whitespace", "words")   # word level: line.split() (charlm/1) | charlm.vocab.split_words
 CELLS = ("rnn", "gru", "lstm")
 ACTIVATIONS = ("tanh", "relu")
 GRU_VARIANTS = ("full", "minimal")
@@ -33,10 +34,14 @@ class ModelConfig:
     gru_variant: str = "full"    # gru only: "full" (r, z, n) | "minimal" (z, n)
     peephole: bool = False       # lstm only: diagonal peephole weights p_i, p_f, p_o
     bidirectional: bool = False  # every layer also runs right to left (not for language models)
+    tokenize: str = "whitespace"  # word level: "whitespace" (line.split()) | "words" (punctuation split off)
 
     def __post_init__(self):
         checks = [
             (self.level in LEVELS, f"level must be one of {LEVELS}, got {self.level!r}"),
+            (self.tokenize in TOKENIZERS, f"tokenize must be one of {TOKENIZERS}, got {self.tokenize!r}"),
+            (self.tokenize == "whitespace" or self.level == "word",
+             f"tokenize {self.tokenize!r} is for level 'word', got level {self.level!r}"),
             (self.cell in CELLS, f"cell must be one of {CELLS}, got {self.cell!r}"),
             (self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}"),
             (self.gru_variant in GRU_VARIANTS, f"gru_variant must be one of {GRU_VARIANTS}, got {self.gru_variant!r}"),
@@ -98,8 +103,11 @@ class ModelConfig:
         return shapes
 
     def to_json(self) -> str:
-        """The spec's `config` metadata: only the keys that apply to this cell are written."""
+        """The spec's `config` metadata: only the keys that apply to this cell are written, and `tokenize`
+        only when it is not the charlm/1 rule ("whitespace"), so such files stay byte for byte as before."""
         d = dataclasses.asdict(self)
+        if self.tokenize == "whitespace":
+            del d["tokenize"]
         if self.cell != "rnn":
             del d["activation"]
         if self.cell != "gru":
@@ -136,7 +144,8 @@ class ModelConfig:
             name += "-peephole"
         if self.bidirectional:
             name = "bi" + name
-        return f"{name} {self.layers}x{self.hidden} ({self.level})"
+        how = self.level if self.tokenize == "whitespace" else f"{self.level}, {self.tokenize}"
+        return f"{name} {self.layers}x{self.hidden} ({how})"
 
 
 POOLINGS = ("last", "mean", "max")

@@ -18,7 +18,7 @@ import numpy as np
 
 from charlm.config import LEVELS
 from charlm.errors import CharlmError
-from charlm.vocab import BOM, EOS, UNK, Vocab
+from charlm.vocab import BOM, EOS, UNK, Vocab, word_tokens
 
 CHUNK_BYTES = 1 << 20
 ENCODING_ERRORS = ("strict", "replace")  # "replace": an invalid byte sequence reads as U+FFFD
@@ -219,15 +219,18 @@ def _path_list(paths: PathLike | Iterable[PathLike]) -> list[PathLike]:
 
 
 def count_tokens(paths: PathLike | Iterable[PathLike], level: str, lowercase: bool,
-                 encoding_errors: str = "strict", chunk_bytes: int = CHUNK_BYTES) -> Counter:
-    """Count the regular tokens of text files, streaming: code points but "\\n" (char) or words (word).
+                 encoding_errors: str = "strict", chunk_bytes: int = CHUNK_BYTES,
+                 tokenize: str = "whitespace") -> Counter:
+    """Count the regular tokens of text files, streaming: code points but "\\n" (char) or words (word,
+    split by `tokenize`: charlm.vocab.word_tokens).
 
     At word level the literal words "<unk>" and "<eos>" are not counted: they encode as UNK and EOS.
     """
     counts: Counter = Counter()
     for path in _path_list(paths):
         for piece in _pieces(path, level, lowercase, encoding_errors, chunk_bytes):
-            counts.update(piece if level == "char" else piece.split())
+            counts.update(piece if level == "char" else piece.split() if tokenize == "whitespace"
+                          else word_tokens(piece, tokenize))
     for special in ("\n",) if level == "char" else (UNK, EOS):
         counts.pop(special, None)
     return counts

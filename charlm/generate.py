@@ -123,10 +123,12 @@ def beam_ids(cfg, P, prefix: np.ndarray, length: int, width: int, stop_at_eos: b
 
 def render(vocab, prime: str, ids: np.ndarray, stop_at_eos: bool) -> str:
     """The sample as text: the prime, then the generated tokens (EOS as a newline; a final EOS is
-    dropped when generation stopped at it)."""
+    dropped when generation stopped at it). At word level a space between them, unless the first token
+    is glued to the prime (tokenize "words")."""
     if stop_at_eos and len(ids) and ids[-1] == vocab.eos_id:
         ids = ids[:-1]
     text = vocab.decode(ids)
-    if vocab.level == "word" and prime and text and not prime.endswith((" ", "\n")) and not text.startswith("\n"):
+    if vocab.level == "word" and prime and text and not prime.endswith((" ", "\n")) and not text.startswith("\n") \
+            and not vocab.is_glued(int(ids[0])):
         return prime + " " + text
     return prime + text

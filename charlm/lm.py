@@ -47,6 +47,7 @@ class Score:
     tokens: int
     oov: int
     per_token: list | None = None    # [(token, logprob, is_unk)] when asked for
+    unk_texts: dict | None = None    # with per_token: position -> the text an unknown token stands for
 
     @property
     def log10prob(self) -> float:
@@ -61,6 +62,8 @@ class Score:
              "oov": self.oov, "perplexity": self.perplexity}
         if self.per_token is not None:
             d["per_token"] = [{"token": t, "logprob": lp, "unk": unk} for t, lp, unk in self.per_token]
+            for at, text in (self.unk_texts or {}).items():
+                d["per_token"][at]["text"] = text
         return d
 
 
@@ -109,7 +112,7 @@ class LanguageModel:
         """Load a charlm/1 safetensors file; raises ModelFileError for anything that is not one."""
         m = load_model(path)
         cfg = m.config
-        vocab = Vocab(m.vocab, cfg.level, cfg.lowercase, cfg.unk_id, cfg.eos_id)
+        vocab = Vocab(m.vocab, cfg.level, cfg.lowercase, cfg.unk_id, cfg.eos_id, cfg.tokenize)
         return cls(cfg, vocab, m.params, m.meta, str(path))
 
     @property
@@ -196,11 +199,14 @@ class LanguageModel:
         shown = {}                           # id -> token_repr, each computed once (a 5 MB line: 5 M tokens)
         unk = self.vocab.unk_id
         for i, (t, s) in enumerate(zip(texts, streams)):
-            tokens = None
+            tokens = unk_texts = None
             if per_token:
                 tokens = [(shown[tok] if tok in shown else shown.setdefault(tok, self.vocab.token_repr(tok)),
                            -lp, tok == unk) for tok, lp in zip(s.tolist(), per[i].tolist())]
-            out.append(Score(t, -float(sums[i]), len(s), int((s == self.vocab.unk_id).sum()), tokens))
+                at = np.flatnonzero(s == unk).tolist()
+                texts_of = self.vocab.token_texts(t) if at else []
+                unk_texts = {k: texts_of[k] for k in at}
+            out.append(Score(t, -float(sums[i]), len(s), int((s == self.vocab.unk_id).sum()), tokens, unk_texts))
         return out
 
     def perplexity_of_ids(self, ids: np.ndarray, name: str = "", progress=None) -> Perplexity:

@@ -56,20 +56,20 @@ class TrainResult:
 
 
 def load_corpus(paths, level="char", lowercase=False, min_count=1, max_vocab=None, valid_path=None,
-                valid_fraction=0.05, encoding_errors="strict") -> Corpus:
+                valid_fraction=0.05, encoding_errors="strict", tokenize="whitespace") -> Corpus:
     """Read the training files (and the validation file) into id streams with a vocabulary built from the
     training text only: when the validation text is the corpus' tail, it is left out of the counts.
     Each file is read once from disk (a FIFO or `<(cmd)` too: data.read_once)."""
     names = data._path_list(paths) + ([valid_path] if valid_path is not None else [])
     paths = data.read_once(data._path_list(paths))
-    counts = data.count_tokens(paths, level, lowercase, encoding_errors)
+    counts = data.count_tokens(paths, level, lowercase, encoding_errors, tokenize=tokenize)
     if not counts and level == "char":
         raise CharlmError(f"{_names(paths)}: no text to train on (the corpus is empty)")
     if not counts and level == "word":
         raise CharlmError(f"{_names(paths)}: no words to train on (the corpus is empty or whitespace only)")
     if all(c.isspace() for c in counts):
         raise CharlmError(f"{_names(paths)}: no text to train on (the corpus is whitespace only)")
-    full = Vocab.from_counts(counts, level, lowercase)
+    full = Vocab.from_counts(counts, level, lowercase, tokenize=tokenize)
     ids = data.encode_files(paths, full, encoding_errors)
     if valid_path is None:
         train_ids, valid_ids = data.split_tail(ids, valid_fraction)
@@ -78,7 +78,7 @@ def load_corpus(paths, level="char", lowercase=False, min_count=1, max_vocab=Non
     train_counts = np.bincount(train_ids, minlength=len(full))
     tokens = full.tokens
     vocab = Vocab.from_counts({tokens[i]: int(c) for i, c in enumerate(train_counts) if c and i > 1},
-                              level, lowercase, min_count, max_vocab)
+                              level, lowercase, min_count, max_vocab, tokenize)
     if len(vocab) <= 2:
         raise CharlmError(f"{_names(paths)}: the training text has no token seen --min-count {min_count} times")
     remap = np.array([vocab.index.get(t, vocab.unk_id) for t in tokens], np.int32)

@@ -5,7 +5,10 @@ Tokens of a text, in order:
   `str.lower()` if `lowercase` is set.
 - The text is cut into lines at "\\n". A final "\\n" ends the last line and does not start an empty one;
   empty text has no lines and so no tokens.
-- A line's tokens are its code points (level "char") or `line.split()` (level "word"), then one EOS.
+- A line's tokens are its code points (level "char") or its words (level "word"), then one EOS. Words are
+  `line.split()` (tokenize "whitespace", the charlm/1 rule, right for pre-tokenized text such as Penn
+  Treebank) or `split_words(line)` (tokenize "words", for raw text: punctuation and symbols apart from
+  letters and digits, see there).
 - A token missing from the vocabulary is UNK. At word level the literal words "<unk>" and "<eos>" are
   UNK and EOS themselves (Penn Treebank marks rare words "<unk>"); they are never regular tokens.
 
@@ -14,25 +17,96 @@ count, ties broken by the token string, so a vocabulary is a pure function of it
 """
 from __future__ import annotations
 
+import re
+import sys
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import cache
 from itertools import repeat
 from types import MappingProxyType
 
 import numpy as np
 
-from charlm.config import LEVELS
+from charlm.config import LEVELS, TOKENIZERS
 from charlm.errors import CharlmError
 
 UNK = "<unk>"
 EOS = "<eos>"
 BOM = "\ufeff"
 REPLACEMENT = "\ufffd"  # how decode shows UNK at char level
+GLUE = "##"             # tokenize "words": prefix of a token written right after the previous one (no space)
+
+# Scripts written without spaces between words, where a token is one character (as BERT's basic tokenizer
+# does): CJK ideographs (the unified blocks, extensions A-G, compatibility ideographs), hiragana, katakana.
+_ONE_CHAR_SCRIPTS = ("\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+                     "\U00020000-\U0002a6df\U0002a700-\U0002ebef\U0002f800-\U0002fa1f\U00030000-\U0003134f")
 
 
 def normalize(text: str) -> str:
     """Drop a leading BOM and translate universal newlines ("\\r\\n" and "\\r" become "\\n")."""
     return text.removeprefix(BOM).replace("\r\n", "\n").replace("\r", "\n")
+
+
+@cache
+def _marks() -> str:
+    """A regex class body of every combining mark (categories Mn, Mc, Me) of this Python's Unicode database:
+    `re`'s \\w leaves them out, so without them "e" + U+0301 would be cut after the "e"."""
+    ranges, start, prev = [], None, None
+    for cp in [*range(0x40000), *range(0xE0000, sys.maxunicode + 1)]:   # planes 4-13 hold no characters
+        if unicodedata.category(chr(cp)).startswith("M"):
+            if start is None:
+                start = cp
+            prev = cp
+        elif start is not None:
+            ranges.append((start, prev))
+            start = None
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
+@cache
+def _words_re() -> re.Pattern:
+    """The token pattern of tokenize "words" (split_words states it in words)."""
+    one, marks = _ONE_CHAR_SCRIPTS, _marks()
+    w = rf"(?:(?![{one}])[\w{marks}])"                      # a letter, digit, "_" or mark, not of `one`
+    return re.compile(rf"<unk>|<eos>|\n|[{one}][{marks}]*|{w}+(?:['\u2019]{w}+)*|\S[{marks}]*")
+
+
+def split_words(text: str) -> list[str]:
+    """The tokens of tokenize "words", each "\\n" as EOS: for raw text, where whitespace splitting would
+    keep punctuation on words ("glad." and "glad" two words, the first one often <unk>).
+
+    A token is, at the first rule that matches from left to right:
+    - the literal "<unk>" or "<eos>" (UNK and EOS, as with whitespace splitting);
+    - one character of a script written without spaces (CJK ideographs, hiragana, katakana), with its
+      combining marks;
+    - a run of letters, digits, "_" and combining marks of any script (str.isalnum's letters and digits:
+      Latin, Cyrillic, Greek, Arabic, Devanagari, Hangul, Thai ...), where an apostrophe (' or U+2019)
+      between two such characters stays inside: "don't", "O'Brien" and "rock'n'roll" are one token each,
+      while "'tis" and "dogs'" have the apostrophe apart;
+    - any other non-whitespace character (punctuation, symbols, emoji), with its combining marks.
+    Whitespace separates tokens. A token that follows the previous one on its line with no whitespace
+    between them carries the prefix GLUE ("##", as WordPiece marks a continuation): "glad." is "glad",
+    "##.". So decoding puts back exactly the text, but for runs of whitespace, which become one space
+    (and whitespace at a line's ends, which goes), as with whitespace splitting.
+    """
+    out = []
+    for m in _words_re().finditer(text):
+        tok, at = m.group(), m.start()
+        if tok == "\n":
+            out.append(EOS)
+        elif at and not text[at - 1].isspace() and tok not in (UNK, EOS):
+            out.append(GLUE + tok)
+        else:
+            out.append(tok)
+    return out
+
+
+def word_tokens(text: str, tokenize: str) -> list[str]:
+    """The word-level tokens of normalized text, each "\\n" as EOS."""
+    if tokenize == "whitespace":
+        return text.replace("\n", f" {EOS} ").split()
+    return split_words(text)
 
 
 class Vocab:
@@ -41,12 +115,14 @@ class Vocab:
     `tokens[i]` is the string of id `i`; `index` maps a token string back to its id.
     """
 
-    def __init__(self, tokens: Sequence[str], level: str, lowercase: bool, unk_id: int = 0, eos_id: int = 1):
+    def __init__(self, tokens: Sequence[str], level: str, lowercase: bool, unk_id: int = 0, eos_id: int = 1,
+                 tokenize: str = "whitespace"):
         self._tokens = tuple(tokens)
         self._level = level
         self._lowercase = lowercase
         self._unk_id = unk_id
         self._eos_id = eos_id
+        self._tokenize = tokenize
         self._validate()
         self._index = {tok: i for i, tok in enumerate(self._tokens)}
         if level == "char":
@@ -57,6 +133,9 @@ class Vocab:
         tokens, n = self._tokens, len(self._tokens)
         if self._level not in LEVELS:
             raise CharlmError(f"vocabulary: level must be one of {LEVELS}, got {self._level!r}")
+        if self._tokenize not in TOKENIZERS or (self._tokenize != "whitespace" and self._level != "word"):
+            raise CharlmError(f"vocabulary: tokenize must be one of {TOKENIZERS} (not whitespace at word level "
+                              f"only), got {self._tokenize!r} at level {self._level!r}")
         if not isinstance(self._lowercase, bool):
             raise CharlmError(f"vocabulary: lowercase must be true or false, got {self._lowercase!r}")
         bad = next((i for i, tok in enumerate(tokens) if not isinstance(tok, str)), None)
@@ -92,7 +171,7 @@ class Vocab:
 
     @classmethod
     def from_counts(cls, counter: Mapping[str, int], level: str, lowercase: bool, min_count: int = 1,
-                    max_size: int | None = None) -> "Vocab":
+                    max_size: int | None = None, tokenize: str = "whitespace") -> "Vocab":
         """Build a vocabulary from token counts (as `charlm.data.count_tokens` returns them).
 
         Tokens counted fewer than `min_count` times are left out; `max_size`, the specials included, keeps
@@ -108,7 +187,7 @@ class Vocab:
                       key=lambda tc: (-tc[1], tc[0]))
         if max_size is not None:
             kept = kept[: max_size - 2]
-        return cls([UNK, EOS] + [tok for tok, _ in kept], level, lowercase)
+        return cls([UNK, EOS] + [tok for tok, _ in kept], level, lowercase, tokenize=tokenize)
 
     @property
     def tokens(self) -> list[str]:
@@ -123,6 +202,10 @@ class Vocab:
     @property
     def level(self) -> str:
         return self._level
+
+    @property
+    def tokenize(self) -> str:
+        return self._tokenize
 
     @property
     def lowercase(self) -> bool:
@@ -148,10 +231,11 @@ class Vocab:
         return hash(self._key())
 
     def _key(self) -> tuple:
-        return (self._tokens, self._level, self._lowercase, self._unk_id, self._eos_id)
+        return (self._tokens, self._level, self._lowercase, self._unk_id, self._eos_id, self._tokenize)
 
     def __repr__(self) -> str:
-        return f"Vocab({self._level}, {len(self)} tokens, lowercase={self._lowercase})"
+        how = "" if self._tokenize == "whitespace" else f", tokenize={self._tokenize}"
+        return f"Vocab({self._level}, {len(self)} tokens, lowercase={self._lowercase}{how})"
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids of a whole text, one EOS per line: (N,) int32."""
@@ -173,13 +257,14 @@ class Vocab:
         if self._level == "char":
             cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")  # (N,) code points
             return self._lut[np.minimum(cps, len(self._lut) - 1)]  # (N,) int32
-        words = text.replace("\n", f" {EOS} ").split()
+        words = word_tokens(text, self._tokenize)
         return np.fromiter(map(self._index.get, words, repeat(self._unk_id)), dtype=np.int32, count=len(words))
 
     def decode(self, ids, eos_as: str = "\n") -> str:
         """Text of a sequence of ids: EOS shows as `eos_as`, UNK as U+FFFD (char) or "<unk>" (word).
 
-        At word level the tokens of a line are joined by single spaces, with no space next to an EOS.
+        At word level the tokens of a line are joined by single spaces, with no space next to an EOS, and
+        (tokenize "words") none before a token with the GLUE prefix, which is dropped.
         """
         ids = self._checked_ids(ids)
         if self._level == "char":
@@ -188,14 +273,34 @@ class Vocab:
             return "".join([shown[i] for i in ids])
         parts: list[str] = []
         line: list[str] = []
+        glued = self._tokenize == "words"
         for i in ids:
             if i == self._eos_id:
                 parts += [" ".join(line), eos_as]
                 line = []
+            elif glued and self.is_glued(i):
+                line[-1:] = ["".join(line[-1:]) + self._tokens[i][len(GLUE):]]
             else:
                 line.append(self._tokens[i])
         parts.append(" ".join(line))
         return "".join(parts)
+
+    def is_glued(self, token_id: int) -> bool:
+        """Is this token written right after the previous one, without a space (tokenize "words")?"""
+        return self._tokenize == "words" and token_id != self._unk_id and self._tokens[token_id].startswith(GLUE)
+
+    def token_texts(self, text: str) -> list[str]:
+        """The text each token of `encode(text)` stands for, in order (what an UNK was): a code point, a
+        word (without the GLUE prefix), "\\n" for an EOS."""
+        text = normalize(text)
+        if self._lowercase:
+            text = text.lower()
+        if text and not text.endswith("\n"):
+            text += "\n"
+        if self._level == "char":
+            return list(text)
+        return ["\n" if t == EOS else t.removeprefix(GLUE) if self._tokenize == "words" else t
+                for t in word_tokens(text, self._tokenize)]
 
     def token_repr(self, token_id: int) -> str:
         """A token for display: "<unk>" and "<eos>" by name, whitespace and unprintable ones quoted as repr."""

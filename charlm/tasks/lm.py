@@ -24,7 +24,8 @@ VALID_STREAMS = 16         # validation during training: the held-out stream cut
 # the run config: all fixed for a run.
 ARCH_OPTIONS = {"level": "level", "lowercase": "lowercase", "cell": "cell", "activation": "activation",
                 "gru_variant": "gru_variant", "peephole": "peephole", "bidirectional": "bidirectional",
-                "layers": "layers", "hidden": "hidden", "embed": "embed", "tie_weights": "tied"}
+                "layers": "layers", "hidden": "hidden", "embed": "embed", "tie_weights": "tied",
+                "tokenize": "tokenize"}
 DATA_OPTIONS = ("min_count", "max_vocab", "encoding_errors")
 
 
