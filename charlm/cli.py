@@ -220,6 +220,9 @@ def main(ctx, debug):
                    "layer's initial state.")
 @click.option("--label-embed", type=click.IntRange(min=1), default=16, show_default=True,
               help="With --labeled: size of the label embedding.")
+@click.option("--class-sampling", type=click.Choice(["none", "sqrt", "balanced"]), default="none", show_default=True,
+              help="With --labeled: draw each epoch's lines with replacement so that labels with few lines come "
+                   "up more often (balanced: every label the same share; sqrt: a share ∝ the root of its count).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @threads_option
@@ -228,7 +231,7 @@ def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, ce
           bidirectional, layers, hidden, embed, tie_weights, dropout, embed_dropout, locked_dropout, batch_size,
           seq_len, optimizer, lr, momentum, lr_decay, lr_schedule, clip, epochs, max_steps, time_budget, valid_path, valid_fraction, valid_every,
           keep, seed, encoding_errors, checkpoint_every, resume, on_nonfinite, labeled, condition, label_embed,
-          quiet, as_json, threads):
+          class_sampling, quiet, as_json, threads):
     """Train a language model on UTF-8 text files.
 
     Without --epochs, --max-steps or --time-budget, training runs one epoch. Ctrl-C (or SIGTERM) finishes
@@ -249,6 +252,8 @@ def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, ce
         return train_labeled(ctx, params)
     from charlm.config import ModelConfig, TrainConfig
     from charlm.errors import CharlmError
+    if class_sampling != "none":
+        raise CharlmError("--class-sampling needs --labeled (labels to balance)")
     from charlm.train import load_corpus, train as run_training
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))

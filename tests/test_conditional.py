@@ -182,3 +182,35 @@ def test_labels_are_required_and_checked(files, tmp_path):
     one_line_error(invoke("sample", "-m", plain, "--label", "Kalo"), "not conditioned on labels")
     one_line_error(invoke("train", files / "train.tsv", "--labeled", "-o", tmp_path / "x.safetensors"),
                    "--labeled: give --valid")
+
+
+def test_class_sampling_resumes_bit_for_bit_and_balances(files, tmp_path):
+    """--class-sampling balanced: a run stopped mid-epoch and resumed ends bit for bit as one that never
+    stopped; without it (the same seed) the parameters differ; the batches draw a rare label as often as a
+    common one; a plain language model refuses the option."""
+    from charlm.resume import load_state, state_path
+    from charlm.tasks.classify import load_data
+    from charlm.tasks.conditional import ConditionalLMTask, ConditionalTrainConfig
+    skewed = tmp_path / "skewed.tsv"
+    data = rows(400, 1)
+    kept = [r for r in data if r[0] != "Vexian"] + [r for r in data if r[0] == "Vexian"][:20]
+    skewed.write_text("".join(f"{a}\t{b}\n" for a, b in kept), encoding="utf-8")
+    args = ["--labeled", "--valid", files / "valid.tsv", "--hidden", "8", "--layers", "1", "--batch-size", "16",
+            "--dropout", "0.2", "--threads", "1", "-q", "--seed", "2"]
+    ref_out, out, plain = tmp_path / "r.safetensors", tmp_path / "m.safetensors", tmp_path / "p.safetensors"
+    ok(invoke("train", skewed, "-o", ref_out, "--max-steps", "30", "--class-sampling", "balanced", *args))
+    ok(invoke("train", skewed, "-o", out, "--max-steps", "11", "--class-sampling", "balanced", *args))
+    ok(invoke("train", skewed, "-o", out, "--resume", "--max-steps", "30", "--labeled", "--valid",
+              files / "valid.tsv", "-q"))
+    ok(invoke("train", skewed, "-o", plain, "--max-steps", "30", *args))
+    a, b, c = (load_state(state_path(p)) for p in (out, ref_out, plain))
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in b.params)
+    assert not all(np.array_equal(c.params[k], b.params[k]) for k in b.params)
+    d = load_data(skewed, files / "valid.tsv")
+    task = ConditionalLMTask(d, ConditionalConfig(vocab_size=len(d.vocab), labels=3, hidden=8, layers=1),
+                             ConditionalTrainConfig(batch_size=16, class_sampling="balanced"))
+    drawn = np.bincount(d.train_y[np.concatenate(task._batches(0))], minlength=3)
+    rare = int(np.argmin(np.bincount(d.train_y)))
+    assert drawn[rare] > 0.25 * drawn.sum() and np.bincount(d.train_y)[rare] < 0.1 * len(d.train_y)
+    one_line_error(invoke("train", skewed, "--class-sampling", "sqrt", "-o", tmp_path / "x.safetensors"),
+                   "--class-sampling needs --labeled")

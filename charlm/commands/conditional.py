@@ -33,17 +33,18 @@ def train_labeled(ctx, p: dict):
     set_threads(p["threads"])
 
     from charlm import engine
-    from charlm.config import ConditionalConfig, TrainConfig
+    from charlm.config import ConditionalConfig
     from charlm.options import pick
     from charlm.tasks.classify import load_data
-    from charlm.tasks.conditional import ConditionalLMTask
+    from charlm.tasks.conditional import ConditionalLMTask, ConditionalTrainConfig
 
     if not (p["epochs"] or p["max_steps"] or p["time_budget"]):
         p["epochs"] = 10
     p["embed"] = p["embed"] or p["hidden"]
     if p["lr"] is None:
         p["lr"] = 2e-3 if p["optimizer"] == "adam" else 1.0
-    tc = pick(TrainConfig, p)
+    p.setdefault("class_sampling", "none")
+    tc = pick(ConditionalTrainConfig, p)
     data_path = p["corpus"][0]
     log(f"reading {data_path} and {p['valid_path']}")
     data = load_data(data_path, p["valid_path"], p["level"], p["lowercase"], p["min_count"], p["max_vocab"],
