@@ -204,6 +204,9 @@ def main(ctx, debug):
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also save the run state (and with --keep last the model) every N steps; it is always "
                    "saved at each validation, on Ctrl-C and at the end.")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None,
+              help="Start a new run from this model's architecture, tokenizer and weights (fine-tuning on new "
+                   "text), with a fresh optimizer; characters or words it does not know read as <unk>.")
 @click.option("--resume", is_flag=True,
               help="Continue the run saved at --out (OUT.state) exactly where it stopped. Model, data and "
                    "batching options come from the run; given limits replace the run's (they count the "
@@ -230,7 +233,7 @@ def main(ctx, debug):
 def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, cell, activation, gru_variant, peephole,
           bidirectional, layers, hidden, embed, tie_weights, dropout, embed_dropout, locked_dropout, batch_size,
           seq_len, optimizer, lr, momentum, lr_decay, lr_schedule, clip, epochs, max_steps, time_budget, valid_path, valid_fraction, valid_every,
-          keep, seed, encoding_errors, checkpoint_every, resume, on_nonfinite, labeled, condition, label_embed,
+          keep, seed, encoding_errors, checkpoint_every, init_from, resume, on_nonfinite, labeled, condition, label_embed,
           class_sampling, quiet, as_json, threads):
     """Train a language model on UTF-8 text files.
 
@@ -280,8 +283,9 @@ def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, ce
     p = params
     if p["tokenize"] != "whitespace" and p["level"] != "word":
         raise CharlmError(f"--tokenize {p['tokenize']} is for --level word (the level is {p['level']})")
+    init = _init_from(ctx, p, state)                         # None, or (config, vocab, weights or None)
     from charlm.engine import check_outputs
-    check_outputs(out, [*corpus, p["valid_path"]])           # before reading: no output may be an input
+    check_outputs(out, [*corpus, p["valid_path"], p["init_from"]])   # before reading: no output may be an input
     if not (p["epochs"] or p["max_steps"] or p["time_budget"]):
         p["epochs"] = 1
     p["embed"] = p["embed"] or p["hidden"]
@@ -306,11 +310,16 @@ def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, ce
     log(f"reading {', '.join(corpus)}")
     valid_path = p["valid_path"]
     data = load_corpus(corpus, p["level"], p["lowercase"], p["min_count"], p["max_vocab"], valid_path,
-                       p["valid_fraction"], p["encoding_errors"], p["tokenize"])
-    cfg = ModelConfig(level=p["level"], cell=p["cell"], layers=p["layers"], hidden=p["hidden"], embed=p["embed"],
-                      vocab_size=len(data.vocab), unk_id=data.vocab.unk_id, eos_id=data.vocab.eos_id,
-                      lowercase=p["lowercase"], tied=p["tie_weights"], activation=p["activation"],
-                      gru_variant=p["gru_variant"], peephole=p["peephole"], tokenize=p["tokenize"])
+                       p["valid_fraction"], p["encoding_errors"], p["tokenize"], init and init[1])
+    if init is not None:
+        cfg = init[0]
+        if init[2] is not None:
+            _report_unknown(log, data, p["init_from"])
+    else:
+        cfg = ModelConfig(level=p["level"], cell=p["cell"], layers=p["layers"], hidden=p["hidden"], embed=p["embed"],
+                          vocab_size=len(data.vocab), unk_id=data.vocab.unk_id, eos_id=data.vocab.eos_id,
+                          lowercase=p["lowercase"], tied=p["tie_weights"], activation=p["activation"],
+                          gru_variant=p["gru_variant"], peephole=p["peephole"], tokenize=p["tokenize"])
     log(f"{len(data.train):,} training and {len(data.valid):,} validation tokens, vocabulary {len(data.vocab):,}; "
         f"model {cfg.describe()}")
     if state is not None:
@@ -322,9 +331,11 @@ def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, ce
                   "lowercase": p["lowercase"], "min_count": p["min_count"], "max_vocab": p["max_vocab"],
                   "valid": os.path.abspath(valid_path) if valid_path else None,
                   "encoding_errors": p["encoding_errors"]}
+    if p["init_from"]:
+        run_config["init_from"] = os.path.abspath(p["init_from"])
     res = run_training(data, out, cfg, tc, progress=not quiet and sys.stderr.isatty(), log=log, resume=state,
                        checkpoint_every=p["checkpoint_every"], on_nonfinite=p["on_nonfinite"], threads=threads,
-                       run_config=run_config)
+                       run_config=run_config, init_params=init and init[2])
     unit = "char" if p["level"] == "char" else "token"
     if as_json:
         d = res.as_dict()
@@ -337,8 +348,10 @@ def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, ce
         click.echo(f"{how}: {res.steps:,} steps ({res.epochs:.2f} epochs, {res.tokens:,} tokens) in {res.seconds:.0f} s, "
                    f"{res.tokens / max(res.seconds, 1e-9):,.0f} tok/s; train loss {res.train_loss:.4f}{skipped}")
         kind = "" if res.valid_exact else ", fast estimate"
+        per_char, chars = ("", "") if unit == "char" else (f", {res.valid_bpc:.4f} bits/char",
+                                                            f", {res.valid_chars:,} chars")
         click.echo(f"validation: {res.valid_loss:.4f} nats/{unit}, {res.valid_loss / math.log(2):.4f} bits/{unit}, "
-                   f"perplexity {_exp(res.valid_loss):.3f} ({res.valid_tokens:,} tokens, "
+                   f"perplexity {_exp(res.valid_loss):.3f}{per_char} ({res.valid_tokens:,} tokens{chars}, "
                    f"{'best at step ' + format(res.best_step, ',') if tc.keep == 'best' else 'last step'}{kind}); "
                    f"saved {out}")
     if res.stopped_by == "interrupted":
@@ -349,6 +362,55 @@ def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, ce
         click.echo(f"charlm: stopped by {name} after step {res.steps:,}; the model is at {out} and the run state at "
                    f"{res.state_path}; resume with: {shlex.join(command)}", err=True)
         sys.exit(EXIT_TERMINATED if res.signal == signal.SIGTERM else EXIT_INTERRUPTED)
+
+
+def _init_from(ctx, p, state):
+    """(config, vocabulary, weights) of the model a new run starts from (--init-from), or (config,
+    vocabulary, None) when resuming such a run (the run state holds the weights), else None. The model's
+    architecture and tokenizer options are fixed: one given on the command line that differs is an error.
+    On resume p["init_from"] is set from the run, so the run state keeps naming the model."""
+    from charlm.errors import CharlmError
+    from charlm.tasks.lm import ARCH_OPTIONS
+    from charlm.vocab import Vocab
+    if state is not None:
+        if p["init_from"]:
+            raise CharlmError("--init-from starts a new run from a model, --resume continues the run saved at --out: "
+                              "give one of them")
+        p["init_from"] = state.run_config.get("init_from")
+        if not p["init_from"]:
+            return None
+        c = state.config
+        return c, Vocab(state.vocab, c.level, c.lowercase, c.unk_id, c.eos_id, c.tokenize), None
+    if p["init_from"] is None:
+        return None
+    from charlm.config import ConditionalConfig
+    lm = load_model(p["init_from"])
+    cfg = lm.config
+    if isinstance(cfg, ConditionalConfig):
+        raise CharlmError(f"--init-from {p['init_from']}: a model conditioned on labels; train it further with "
+                          f"--labeled")
+    for name, key in [*ARCH_OPTIONS.items(), ("min_count", None), ("max_vocab", None)]:
+        if _given(ctx, name) and (key is None or p[name] != getattr(cfg, key)):
+            what = "the vocabulary comes from the model" if key is None else \
+                f"the model has {key.replace('_', ' ')} {getattr(cfg, key)}"
+            raise CharlmError(f"--init-from {p['init_from']}: --{name.replace('_', '-')} conflicts with the model: "
+                              f"{what}; drop the option")
+        if key is not None:
+            p[name] = getattr(cfg, key)
+    return cfg, lm.vocab, lm.params
+
+
+def _report_unknown(log, data, model_path):
+    """--init-from: how many training tokens the model's vocabulary lacks (they read as <unk>)."""
+    unknown = data.unknown
+    if not unknown:
+        log(f"every training token is in the vocabulary of {model_path}")
+        return
+    n = sum(unknown.values())
+    unit = "characters" if data.vocab.level == "char" else "tokens"
+    shown = ", ".join(repr(t) for t, _ in unknown.most_common(8)) + (", ..." if len(unknown) > 8 else "")
+    log(f"{len(unknown):,} {unit} of the training text are new to {model_path} and read as <unk>: {n:,} of "
+        f"{len(data.train):,} training tokens ({100 * n / max(len(data.train), 1):.2f} %): {shown}")
 
 
 def _given(ctx, name) -> bool:
@@ -479,7 +541,7 @@ def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_
 def score(texts, model_path, file, per_token, label, as_json, threads):
     """Score each TEXT (or each line of --file) as a stream of its own.
 
-    Prints, tab-separated: natural-log probability, tokens, perplexity, text.
+    Prints, tab-separated: natural-log probability, tokens, perplexity, text, bits per character.
 
     \b
     Examples:
@@ -501,7 +563,7 @@ def score(texts, model_path, file, per_token, label, as_json, threads):
         if as_json:
             click.echo(_dumps(s.as_dict()))
             continue
-        click.echo(f"{s.logprob:.4f}\t{s.tokens}\t{s.perplexity:.4f}\t{_one_line(s.text)}")
+        click.echo(f"{s.logprob:.4f}\t{s.tokens}\t{s.perplexity:.4f}\t{_one_line(s.text)}\t{s.bits_per_char:.4f}")
         rows = s.per_token or []
         unknown = s.unk_texts or {}
         for k in range(0, len(rows), 10000):              # one write per 10,000 tokens, not one per token
@@ -590,9 +652,11 @@ def perplexity(files, model_path, encoding_errors, quiet, as_json, threads):
         total["files"] = [r.as_dict() for r in (results[:-1] if len(results) > 1 else results)]
         click.echo(_dumps(total))
         return
-    for r in results:
+    for r in results:                    # at char level bits/token is bits/char already
+        per_char = "" if unit == "char" else f"{r.bits_per_char:.4f} bits/char, "
+        chars = "" if unit == "char" else f"{r.characters:,} chars, "
         click.echo(f"{r.name}: perplexity {r.perplexity:.4f}, {r.bits_per_token:.4f} bits/{unit}, "
-                   f"{r.nll / max(r.tokens, 1):.4f} nats/{unit}, {r.tokens:,} tokens, "
+                   f"{r.nll / max(r.tokens, 1):.4f} nats/{unit}, {per_char}{r.tokens:,} tokens, {chars}"
                    f"{r.oov:,} OOV ({100 * r.oov_rate:.2f}%)")
 
 

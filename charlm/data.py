@@ -203,14 +203,25 @@ def _whole_words(chunks: Iterable[str]) -> Iterator[str]:
         yield "".join(tail)
 
 
-def _pieces(path: PathLike, level: str, lowercase: bool, encoding_errors: str, chunk_bytes: int) -> Iterator[str]:
-    """A file's text in non-empty pieces ready to tokenize: normalized, lower-cased if asked, words whole."""
+def _pieces(path: PathLike, level: str, lowercase: bool, encoding_errors: str, chunk_bytes: int,
+            seen: list | None = None) -> Iterator[str]:
+    """A file's text in non-empty pieces ready to tokenize: normalized, lower-cased if asked, words whole.
+    seen: a one-element list to which the characters of the normalized text are added (before lower-casing)."""
     if level not in LEVELS:
         raise CharlmError(f"level must be one of {LEVELS}, got {level!r}")
     chunks = iter_text(path, encoding_errors, chunk_bytes)
+    if seen is not None:
+        chunks = _counting(chunks, seen)
     if lowercase:
         chunks = _lower_chunks(chunks)
     return _whole_words(chunks) if level == "word" else chunks
+
+
+def _counting(chunks: Iterable[str], seen: list) -> Iterator[str]:
+    """The chunks, each one's length added to seen[0] as it passes."""
+    for chunk in chunks:
+        seen[0] += len(chunk)
+        yield chunk
 
 
 def _path_list(paths: PathLike | Iterable[PathLike]) -> list[PathLike]:
@@ -239,14 +250,23 @@ def count_tokens(paths: PathLike | Iterable[PathLike], level: str, lowercase: bo
 def encode_file(path: PathLike, vocab: Vocab, encoding_errors: str = "strict",
                 chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
     """Token ids of a text file, streaming; equal to `vocab.encode` of its whole text: (N,) int32."""
+    return encode_file_counted(path, vocab, encoding_errors, chunk_bytes)[0]
+
+
+def encode_file_counted(path: PathLike, vocab: Vocab, encoding_errors: str = "strict",
+                        chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, int]:
+    """(token ids (N,) int32, characters) of a text file in one streaming pass; the characters are
+    charlm.vocab.characters of its whole text (the denominator of bits per character)."""
     parts = [np.zeros(0, dtype=np.int32)]  # (n_i,) int32 per piece
     last = "\n"  # the last character read: an unterminated last line still needs its EOS
-    for piece in _pieces(path, vocab.level, vocab.lowercase, encoding_errors, chunk_bytes):
+    seen = [0]
+    for piece in _pieces(path, vocab.level, vocab.lowercase, encoding_errors, chunk_bytes, seen):
         parts.append(vocab.encode_normalized(piece))
         last = piece[-1]
     if last != "\n":
         parts.append(np.array([vocab.eos_id], dtype=np.int32))
-    return np.concatenate(parts)
+        seen[0] += 1
+    return np.concatenate(parts), seen[0]
 
 
 def encode_files(paths: PathLike | Iterable[PathLike], vocab: Vocab, encoding_errors: str = "strict",

@@ -192,19 +192,22 @@ def check_resume(st: RunState, task, where) -> None:
     run saved in `st` (read from `where`)."""
     if st.task != task.kind:
         raise CharlmError(f"--resume: {where} holds a {st.task} run, not a {task.kind} run")
+    # --resume continues one run on its own text; a language model goes on to other text as a new run
+    new_text = "; to train its model on other text, start a new run with --init-from MODEL" if task.kind == "lm" else ""
     cfg = task.config
     if cfg != st.config:
         diff = [f"{k} {getattr(cfg, k)!r} (the run has {getattr(st.config, k)!r})"
                 for k in cfg.__dataclass_fields__ if getattr(cfg, k) != getattr(st.config, k)]
-        raise CharlmError(f"--resume: the model does not match the run saved in {where}: {', '.join(diff)}")
+        raise CharlmError(f"--resume: the model does not match the run saved in {where}: {', '.join(diff)}"
+                          f"{new_text if 'vocab_size' in ''.join(diff) else ''}")
     if task.vocab != st.vocab:
         raise CharlmError(f"--resume: the data give another vocabulary than the run saved in {where}; "
-                          f"resume with the same files and options, or start a new run without --resume")
+                          f"resume with the same files and options, or start a new run without --resume{new_text}")
     for part, key in (("training", "train"), ("validation", "valid")):
         if task.digests[key] != st.corpus_sha256[key]:
             raise CharlmError(f"--resume: the {part} text is not the one of the run saved in {where} "
                               f"(its token ids differ); resume with the same files and options, or start "
-                              f"a new run without --resume")
+                              f"a new run without --resume{new_text}")
     for k in type(task.tc).options(FIXED):
         if getattr(task.tc, k) != st.train_config[k]:
             raise CharlmError(f"--resume: --{k.replace('_', '-')} {getattr(task.tc, k)} conflicts with the run saved "

@@ -18,7 +18,7 @@ from charlm.threads import compute_threads
 from charlm.checkpoint import load_model
 from charlm.config import ConditionalConfig, ModelConfig
 from charlm.errors import CharlmError
-from charlm.vocab import Vocab
+from charlm.vocab import Vocab, characters
 
 LN10 = math.log(10.0)
 LN2 = math.log(2.0)
@@ -48,6 +48,12 @@ class Score:
     oov: int
     per_token: list | None = None    # [(token, logprob, is_unk)] when asked for
     unk_texts: dict | None = None    # with per_token: position -> the text an unknown token stands for
+    characters: int = 0              # charlm.vocab.characters of the text
+
+    @property
+    def bits_per_char(self) -> float:
+        """-logprob / ln 2 / characters: comparable across char, word and BPE models of the same text."""
+        return -self.logprob / LN2 / self.characters if self.characters else math.nan
 
     @property
     def log10prob(self) -> float:
@@ -59,7 +65,8 @@ class Score:
 
     def as_dict(self) -> dict:
         d = {"text": self.text, "logprob": self.logprob, "log10prob": self.log10prob, "tokens": self.tokens,
-             "oov": self.oov, "perplexity": self.perplexity}
+             "oov": self.oov, "perplexity": self.perplexity, "characters": self.characters,
+             "bits_per_char": self.bits_per_char}
         if self.per_token is not None:
             d["per_token"] = [{"token": t, "logprob": lp, "unk": unk} for t, lp, unk in self.per_token]
             for at, text in (self.unk_texts or {}).items():
@@ -75,10 +82,17 @@ class Perplexity:
     nll: float       # total negative log-likelihood, nats
     oov: int
     level: str
+    characters: int = 0  # charlm.vocab.characters of the text (newlines included)
 
     @property
     def perplexity(self) -> float:
         return _exp(self.nll / self.tokens) if self.tokens else math.nan
+
+    @property
+    def bits_per_char(self) -> float:
+        """Total NLL in bits over the characters of the text: nll / ln 2 / characters. At char level it is
+        bits_per_token (a newline is an EOS); at any level, a figure comparable across levels."""
+        return self.nll / LN2 / self.characters if self.characters else math.nan
 
     @property
     def bits_per_token(self) -> float:
@@ -90,7 +104,8 @@ class Perplexity:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d.update(perplexity=self.perplexity, bits_per_token=self.bits_per_token, oov_rate=self.oov_rate,
+        d.update(perplexity=self.perplexity, bits_per_token=self.bits_per_token, bits_per_char=self.bits_per_char,
+                 oov_rate=self.oov_rate,
                  nll_per_token=self.nll / self.tokens if self.tokens else math.nan)
         return d
 
@@ -206,16 +221,18 @@ class LanguageModel:
                 at = np.flatnonzero(s == unk).tolist()
                 texts_of = self.vocab.token_texts(t) if at else []
                 unk_texts = {k: texts_of[k] for k in at}
-            out.append(Score(t, -float(sums[i]), len(s), int((s == self.vocab.unk_id).sum()), tokens, unk_texts))
+            out.append(Score(t, -float(sums[i]), len(s), int((s == self.vocab.unk_id).sum()), tokens, unk_texts,
+                             characters(t if t.endswith(("\n", "\r")) else t + "\n")))
         return out
 
-    def perplexity_of_ids(self, ids: np.ndarray, name: str = "", progress=None) -> Perplexity:
-        """Figures of one id stream read as a whole (state carried across lines)."""
+    def perplexity_of_ids(self, ids: np.ndarray, name: str = "", progress=None, characters: int = 0) -> Perplexity:
+        """Figures of one id stream read as a whole (state carried across lines); `characters` of the text
+        it encodes give bits per character."""
         self._check_lm()
         with compute_threads():
             nll = evaluate.stream_nll(self.config, self.params, ids, progress)
         _check_finite_nll(self.path or "the model", [nll])
-        return Perplexity(name, len(ids), nll, int((ids == self.vocab.unk_id).sum()), self.config.level)
+        return Perplexity(name, len(ids), nll, int((ids == self.vocab.unk_id).sum()), self.config.level, characters)
 
     def perplexity(self, paths, encoding_errors: str = "strict", progress=None) -> list[Perplexity]:
         """Per-file figures, each file one stream, then the combined figure (last) when there are several.
@@ -225,13 +242,14 @@ class LanguageModel:
             if self.labels is not None:
                 results.append(self._conditional_perplexity(path, encoding_errors))
                 continue
-            ids = data.encode_file(path, self.vocab, encoding_errors)
+            ids, chars = data.encode_file_counted(path, self.vocab, encoding_errors)
             if len(ids) == 0:
                 raise CharlmError(f"{path}: no tokens to measure (the file is empty)")
-            results.append(self.perplexity_of_ids(ids, str(path), progress))
+            results.append(self.perplexity_of_ids(ids, str(path), progress, chars))
         if len(results) > 1:
             results.append(Perplexity("total", sum(r.tokens for r in results), sum(r.nll for r in results),
-                                      sum(r.oov for r in results), self.config.level))
+                                      sum(r.oov for r in results), self.config.level,
+                                      sum(r.characters for r in results)))
         return results
 
 
@@ -248,7 +266,8 @@ class LanguageModel:
                                        self.config.eos_id)
         _check_finite_nll(self.path or "the model", nll)
         return Perplexity(str(path), int(sum(len(s) + 1 for s in seqs)), float(nll.sum()),
-                          int(sum((s == self.vocab.unk_id).sum() for s in seqs)), self.config.level)
+                          int(sum((s == self.vocab.unk_id).sum() for s in seqs)), self.config.level,
+                          sum(characters(t + "\n") for t in ex.texts))
 
 
 def _some(items, n: int = 8) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -19,7 +20,7 @@ from charlm.engine import MAX_SKIPS_IN_A_ROW, TrainingDiverged  # noqa: F401  (p
 from charlm.errors import CharlmError
 from charlm.resume import RunState
 from charlm.tasks.lm import LMTask
-from charlm.vocab import Vocab
+from charlm.vocab import Vocab, characters
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Corpus:
     valid: np.ndarray     # (M,) int32 validation stream
     source: str = ""      # the files it was read from, for messages
     paths: tuple = ()     # the files read (training, then validation): no output may be one of them
+    valid_chars: int = 0  # characters of the validation text (charlm.vocab.characters): bits per character
+    unknown: Counter = field(default_factory=Counter)   # training tokens the vocabulary lacks (read as UNK)
 
 
 @dataclass
@@ -43,6 +46,8 @@ class TrainResult:
     best_step: int
     valid_loss: float | None = None    # exact single-stream figure of the saved model
     valid_tokens: int = 0
+    valid_bpc: float | None = None     # bits per character of the validation text: valid_loss * tokens / ln 2 / chars
+    valid_chars: int = 0
     stopped_by: str = ""               # max-steps | epochs | time-budget | interrupted
     signal: int = 0                    # the signal that interrupted the run (SIGINT, SIGTERM), else 0
     skipped: int = 0                   # steps skipped for a non-finite loss (on_nonfinite="skip")
@@ -56,10 +61,16 @@ class TrainResult:
 
 
 def load_corpus(paths, level="char", lowercase=False, min_count=1, max_vocab=None, valid_path=None,
-                valid_fraction=0.05, encoding_errors="strict", tokenize="whitespace") -> Corpus:
+                valid_fraction=0.05, encoding_errors="strict", tokenize="whitespace",
+                model_vocab: Vocab | None = None) -> Corpus:
     """Read the training files (and the validation file) into id streams with a vocabulary built from the
     training text only: when the validation text is the corpus' tail, it is left out of the counts.
-    Each file is read once from disk (a FIFO or `<(cmd)` too: data.read_once)."""
+    Each file is read once from disk (a FIFO or `<(cmd)` too: data.read_once).
+
+    model_vocab: the vocabulary of a model to train further (--init-from) instead of a new one; its level,
+    lower-casing and tokenizer are used, tokens it lacks read as UNK, and Corpus.unknown counts them."""
+    if model_vocab is not None:
+        level, lowercase, tokenize = model_vocab.level, model_vocab.lowercase, model_vocab.tokenize
     names = data._path_list(paths) + ([valid_path] if valid_path is not None else [])
     paths = data.read_once(data._path_list(paths))
     counts = data.count_tokens(paths, level, lowercase, encoding_errors, tokenize=tokenize)
@@ -73,23 +84,27 @@ def load_corpus(paths, level="char", lowercase=False, min_count=1, max_vocab=Non
     ids = data.encode_files(paths, full, encoding_errors)
     if valid_path is None:
         train_ids, valid_ids = data.split_tail(ids, valid_fraction)
+        valid_chars = characters(full.decode(valid_ids))     # the held-out tokens' text, as they spell it
     else:
         train_ids, valid_ids = ids, None
     train_counts = np.bincount(train_ids, minlength=len(full))
     tokens = full.tokens
-    vocab = Vocab.from_counts({tokens[i]: int(c) for i, c in enumerate(train_counts) if c and i > 1},
-                              level, lowercase, min_count, max_vocab, tokenize)
+    seen = {tokens[i]: int(c) for i, c in enumerate(train_counts) if c and i > 1}
+    vocab = model_vocab if model_vocab is not None else Vocab.from_counts(seen, level, lowercase, min_count,
+                                                                          max_vocab, tokenize)
+    unknown = Counter({t: c for t, c in seen.items() if t not in vocab.index})
     if len(vocab) <= 2:
         raise CharlmError(f"{_names(paths)}: the training text has no token seen --min-count {min_count} times")
     remap = np.array([vocab.index.get(t, vocab.unk_id) for t in tokens], np.int32)
     remap[full.eos_id] = vocab.eos_id
     if valid_path is not None:
-        valid_ids = data.encode_file(data.read_once([valid_path])[0], vocab, encoding_errors)
+        valid_ids, valid_chars = data.encode_file_counted(data.read_once([valid_path])[0], vocab, encoding_errors)
         if len(valid_ids) == 0:
             raise CharlmError(f"{valid_path}: the validation file is empty")
     else:
         valid_ids = remap[valid_ids]
-    return Corpus(vocab, remap[train_ids], valid_ids, _names(paths), tuple(os.fspath(p) for p in names))
+    return Corpus(vocab, remap[train_ids], valid_ids, _names(paths), tuple(os.fspath(p) for p in names), valid_chars,
+                  unknown)
 
 
 def _names(paths) -> str:
@@ -100,23 +115,27 @@ def _names(paths) -> str:
 def train(corpus: Corpus, out, cfg: ModelConfig, tc: TrainConfig, progress: bool = True,
           log=lambda msg: print(msg, file=sys.stderr), *, resume: RunState | None = None,
           checkpoint_every: int = 0, on_nonfinite: str = "stop", threads: int | None = None,
-          run_config: dict | None = None) -> TrainResult:
+          run_config: dict | None = None, init_params: dict | None = None) -> TrainResult:
     """Train a language model on `corpus` and keep it at `out` (the best on validation, or the last).
 
     resume: a RunState (charlm.resume.load_state) of the run to continue; corpus, cfg and the FIXED
     options of tc (charlm.config) must be the run's. tc's limits (epochs, max_steps, time_budget: totals
     of the whole run) and its CHANGEABLE options (a new lr replaces the current, possibly decayed, one)
-    may differ. The other arguments are charlm.engine.run's.
+    may differ. init_params: the weights a new run starts from (--init-from: a trained model's, for cfg and
+    corpus.vocab), instead of a random initialisation. The other arguments are charlm.engine.run's.
     """
-    res = engine.run(LMTask(corpus, cfg, tc), out, progress=progress, log=log, resume=resume,
+    res = engine.run(LMTask(corpus, cfg, tc, init_params), out, progress=progress, log=log, resume=resume,
                      checkpoint_every=checkpoint_every, on_nonfinite=on_nonfinite, threads=threads,
                      run_config=run_config)
     if res.final is None:            # after Ctrl-C, be quick: the fast figure of the kept model
         vloss = res.best if tc.keep == "best" and math.isfinite(res.best) else res.last.get("valid_loss")
     else:
         vloss = res.final["valid_loss"]
+    chars = corpus.valid_chars
+    bpc = vloss * len(corpus.valid) / math.log(2) / chars if vloss is not None and chars else None
     return TrainResult(out=res.out, steps=res.steps, epochs=res.epochs, tokens=res.tokens, seconds=res.seconds,
                        train_loss=res.train_loss, best_valid_loss=res.best, best_step=res.best_step,
-                       valid_loss=vloss, valid_tokens=len(corpus.valid), stopped_by=res.stopped_by,
+                       valid_loss=vloss, valid_tokens=len(corpus.valid), valid_bpc=bpc, valid_chars=chars,
+                       stopped_by=res.stopped_by,
                        signal=res.signal, skipped=res.skipped, resumed_from=res.resumed_from,
                        state_path=res.state_path, valid_exact=res.final is not None, history=res.history)

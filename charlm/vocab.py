@@ -109,6 +109,14 @@ def word_tokens(text: str, tokenize: str) -> list[str]:
     return split_words(text)
 
 
+def characters(text: str) -> int:
+    """The characters of a text, the denominator of bits per character: its code points after `normalize`
+    (so "\\r\\n" counts once), with one for the end of every line, an unterminated last one too. At
+    char level a text has as many characters as tokens (a newline is an EOS)."""
+    text = normalize(text)
+    return len(text) + (1 if text and not text.endswith("\n") else 0)
+
+
 class Vocab:
     """An immutable token list with its level ("char" | "word") and lower-casing flag.
 

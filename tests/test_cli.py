@@ -149,7 +149,7 @@ def test_round_trip(level, source, request):
     assert s["perplexity"] == pytest.approx(math.exp(nll / n), rel=REL)
     text_out = run("score", "-m", model, sentence).stdout.strip().split("\t")
     assert float(text_out[0]) == pytest.approx(-nll, rel=REL, abs=1e-4)
-    assert int(text_out[1]) == n and text_out[-1] == sentence
+    assert int(text_out[1]) == n and text_out[3] == sentence
 
     heldout = data[f"{level}_heldout"]
     p = json.loads(run("perplexity", "-m", model, heldout, "--json").stdout)

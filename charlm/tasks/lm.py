@@ -47,9 +47,9 @@ def check_header_fits(cfg, vocab) -> None:
 class LMTask:
     kind = "lm"
     train_config_class = TrainConfig
-    select, higher_is_better, metrics, label = "valid_loss", False, ("valid_loss",), "val"
+    select, higher_is_better, metrics, label = "valid_loss", False, ("valid_loss", "valid_bpc"), "val"
 
-    def __init__(self, corpus, cfg, tc: TrainConfig):
+    def __init__(self, corpus, cfg, tc: TrainConfig, init_params: dict | None = None):
         if cfg.bidirectional:
             raise CharlmError("--bidirectional: a language model predicts each token from the ones before it; "
                               "a backward direction would read the very token it must predict")
@@ -68,10 +68,14 @@ class LMTask:
         self.carry = model.zero_state(cfg, tc.batch_size)                        # (L, 2, B, H)
         self.reference_loss = math.log(cfg.vocab_size)           # a uniform guess: the divergence rule's scale
         self.inputs = tuple(getattr(corpus, "paths", ()))        # no output may be one of these files
+        self.init = init_params                                  # a trained model's weights (--init-from)
 
     # --------------------------------------------------------------------------- the engine's calls
 
     def init_params(self, rng):
+        """A new run's weights: random (drawn from rng), or copies of the given ones, bit for bit."""
+        if self.init is not None:
+            return {k: np.array(v, dtype=np.float32, order="C", copy=True) for k, v in self.init.items()}
         return model.init_params(self.config, rng)
 
     def carried(self):
@@ -108,8 +112,11 @@ class LMTask:
         self.carry = model.zero_state(self.config, self.tc.batch_size)   # each epoch starts from zero
 
     def evaluate(self, P):
+        """valid_loss: nats per token; valid_bpc: bits per character of the same text, total NLL / ln 2 / chars."""
         sums, _ = evaluate.streams_nll(self.config, P, self.valid_streams)
-        return {"valid_loss": float(sums.sum() / len(self.corpus.valid))}
+        chars = getattr(self.corpus, "valid_chars", 0)
+        return {"valid_loss": float(sums.sum() / len(self.corpus.valid)),
+                "valid_bpc": float(sums.sum() / math.log(2) / chars) if chars else None}
 
     def final_metrics(self, path):
         kept = checkpoint.load_model(path).params
