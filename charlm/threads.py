@@ -15,7 +15,10 @@ times faster than the `workqueue` layer, and a training window launches some 30 
 models train markedly faster on them (figures: bench/RESULTS.md). TBB comes first because it is
 fork-safe: GNU OpenMP is not, so Numba terminates a forked child that runs a kernel, and a multiprocessing Pool (fork is
 the default start method on Linux) then hangs. So Numba tries TBB (a dependency on x86-64), then
-OpenMP (needs the system's libgomp), then workqueue, unless NUMBA_THREADING_LAYER is set.
+OpenMP (needs the system's libgomp), then workqueue, unless NUMBA_THREADING_LAYER is set. pip's tbb
+wheel puts its library in the environment's lib folder, which the dynamic loader searches only for
+Python's own prefix: inside a virtual environment Numba could not load it and fell back to OpenMP, so
+`load_tbb` loads it by path first.
 
 Memory: every window allocates megabytes of activations and frees them. glibc serves large blocks
 with fresh mmap pages and returns them on free, so each window paid a page fault per 4 KB touched
@@ -31,6 +34,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import sys
 
 _M_TRIM_THRESHOLD = -1          # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -43,6 +47,7 @@ def compute_threads(n: int | None = None):
     import numba
     import scipy.linalg.cython_blas  # noqa: F401  (loads the kernels' BLAS, so the cap below reaches it)
     from threadpoolctl import threadpool_limits
+    load_tbb()                                       # also for NUMBA_THREADING_LAYER=tbb
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "default"     # takes effect at the first parallel launch
         numba.config.THREADING_LAYER_PRIORITY = ["tbb", "omp", "workqueue"]
@@ -55,6 +60,23 @@ def compute_threads(n: int | None = None):
             yield
     finally:
         numba.set_num_threads(old)
+
+
+@functools.cache
+def load_tbb() -> bool:
+    """Load the TBB library of pip's tbb wheel (sys.prefix/lib/libtbb.so.12) globally, so that Numba's
+    TBB layer, which asks the loader for the soname, finds it loaded. True if it is loaded now."""
+    path = os.path.join(sys.prefix, "lib", "libtbb.so.12")
+    try:
+        ctypes.CDLL("libtbb.so.12", mode=ctypes.RTLD_GLOBAL)     # already on the loader's path
+        return True
+    except OSError:
+        pass
+    try:
+        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        return True
+    except OSError:
+        return False
 
 
 @functools.cache
