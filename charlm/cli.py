@@ -149,7 +149,10 @@ def main(ctx, debug):
 @click.option("-o", "--out", default="model.safetensors", show_default=True, type=click.Path(dir_okay=False),
               help="Where the model goes (the best on validation, or the last with --keep last). The run "
                    "state for --resume goes beside it, in OUT.state.")
-@click.option("--level", type=click.Choice(["char", "word"]), default="char", show_default=True)
+@click.option("--level", type=click.Choice(["char", "word", "bpe"]), default="char", show_default=True,
+              help="Tokens: characters, words, or byte-pair-encoding subwords learned from the text.")
+@click.option("--vocab-size", "bpe_vocab_size", type=click.IntRange(min=258), default=None,
+              help="--level bpe: tokens of the byte-pair encoding learned from the training text [default: 4000].")
 @click.option("--tokenize", type=click.Choice(["whitespace", "words"]), default="whitespace", show_default=True,
               help="--level word: split at whitespace only (pre-tokenized text), or also split punctuation and "
                    "symbols from words (raw text; docs/language-model.md).")
@@ -230,7 +233,7 @@ def main(ctx, debug):
 @json_option
 @threads_option
 @click.pass_context
-def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, cell, activation, gru_variant, peephole,
+def train(ctx, corpus, out, level, bpe_vocab_size, tokenize, lowercase, min_count, max_vocab, cell, activation, gru_variant, peephole,
           bidirectional, layers, hidden, embed, tie_weights, dropout, embed_dropout, locked_dropout, batch_size,
           seq_len, optimizer, lr, momentum, lr_decay, lr_schedule, clip, epochs, max_steps, time_budget, valid_path, valid_fraction, valid_every,
           keep, seed, encoding_errors, checkpoint_every, init_from, resume, on_nonfinite, labeled, condition, label_embed,
@@ -257,6 +260,7 @@ def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, ce
     from charlm.errors import CharlmError
     if class_sampling != "none":
         raise CharlmError("--class-sampling needs --labeled (labels to balance)")
+    from charlm.bpe import DEFAULT_VOCAB_SIZE
     from charlm.train import load_corpus, train as run_training
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
@@ -283,6 +287,11 @@ def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, ce
     p = params
     if p["tokenize"] != "whitespace" and p["level"] != "word":
         raise CharlmError(f"--tokenize {p['tokenize']} is for --level word (the level is {p['level']})")
+    if p["level"] == "bpe" and (_given(ctx, "min_count") or _given(ctx, "max_vocab")):
+        raise CharlmError("--level bpe: the vocabulary is the learned subwords, sized by --vocab-size; drop "
+                          "--min-count and --max-vocab")
+    if p["bpe_vocab_size"] is not None and p["level"] != "bpe":
+        raise CharlmError(f"--vocab-size is for --level bpe (the level is {p['level']}; --max-vocab limits it)")
     init = _init_from(ctx, p, state)                         # None, or (config, vocab, weights or None)
     from charlm.engine import check_outputs
     check_outputs(out, [*corpus, p["valid_path"], p["init_from"]])   # before reading: no output may be an input
@@ -310,7 +319,8 @@ def train(ctx, corpus, out, level, tokenize, lowercase, min_count, max_vocab, ce
     log(f"reading {', '.join(corpus)}")
     valid_path = p["valid_path"]
     data = load_corpus(corpus, p["level"], p["lowercase"], p["min_count"], p["max_vocab"], valid_path,
-                       p["valid_fraction"], p["encoding_errors"], p["tokenize"], init and init[1])
+                       p["valid_fraction"], p["encoding_errors"], p["tokenize"], init and init[1],
+                       p["bpe_vocab_size"] or DEFAULT_VOCAB_SIZE)
     if init is not None:
         cfg = init[0]
         if init[2] is not None:
@@ -377,10 +387,11 @@ def _init_from(ctx, p, state):
             raise CharlmError("--init-from starts a new run from a model, --resume continues the run saved at --out: "
                               "give one of them")
         p["init_from"] = state.run_config.get("init_from")
-        if not p["init_from"]:
-            return None
         c = state.config
-        return c, Vocab(state.vocab, c.level, c.lowercase, c.unk_id, c.eos_id, c.tokenize), None
+        if not p["init_from"] and c.level != "bpe":      # the run's vocabulary is rebuilt from the same text
+            return None
+        return c, Vocab(state.vocab, c.level, c.lowercase, c.unk_id, c.eos_id, c.tokenize,
+                        getattr(state.vocab, "tokenizer", None)), None
     if p["init_from"] is None:
         return None
     from charlm.config import ConditionalConfig
@@ -691,6 +702,8 @@ def info(model_path, as_json):
     for k, v in d["config"].items():
         click.echo(f"  {k}: {_printable(v)}")
     for k, v in sorted(lm.meta.items()):
+        if k == "tokenizer" and cfg.level == "bpe":           # a JSON document of the merges: its size only
+            v = f"byte-level BPE, {len(lm.vocab):,} tokens ({len(v):,} characters of JSON)"
         click.echo(f"  {_printable(k)}: {_printable(v)}")
     if d["history"]:
         click.echo(f"  training history: {_printable(summary_line(d['history']))}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from charlm.errors import CharlmError
 
 FORMAT = "charlm/1"
-LEVELS = ("char", "word")
+LEVELS = ("char", "word", "bpe")   # bpe: byte-level BPE subwords (charlm.bpe)
 TOKENIZERS = ("whitespace", "words")   # word level: line.split() (charlm/1) | charlm.vocab.split_words
 CELLS = ("rnn", "gru", "lstm")
 ACTIVATIONS = ("tanh", "relu")
@@ -20,7 +20,7 @@ GRU_VARIANTS = ("full", "minimal")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    level: str = "char"          # "char": one token per code point; "word": whitespace split
+    level: str = "char"          # "char": one token per code point; "word": words; "bpe": subwords (charlm.bpe)
     cell: str = "lstm"           # recurrent cell: "rnn" | "gru" | "lstm"
     layers: int = 2              # stacked recurrent layers, each feeding the next
     hidden: int = 256            # H: hidden units per layer and direction

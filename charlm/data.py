@@ -214,7 +214,35 @@ def _pieces(path: PathLike, level: str, lowercase: bool, encoding_errors: str, c
         chunks = _counting(chunks, seen)
     if lowercase:
         chunks = _lower_chunks(chunks)
+    if level == "bpe":
+        return _whole_lines(chunks)
     return _whole_words(chunks) if level == "word" else chunks
+
+
+def _whole_lines(chunks: Iterable[str]) -> Iterator[str]:
+    """Re-cut non-empty text chunks so that every piece but the last ends in "\\n" (BPE encodes whole lines)."""
+    tail: list[str] = []
+    for chunk in chunks:
+        cut = chunk.rfind("\n") + 1
+        if cut:
+            yield "".join(tail) + chunk[:cut]
+            tail = [chunk[cut:]] if cut < len(chunk) else []
+        else:
+            tail.append(chunk)
+    if tail:
+        yield "".join(tail)
+
+
+def read_lines(paths: PathLike | Iterable[PathLike], lowercase: bool, encoding_errors: str = "strict") -> list[str]:
+    """The lines of text files, normalized and lower-cased if asked, without their newlines; an unterminated
+    last line counts as a line (as it gets its EOS)."""
+    lines: list[str] = []
+    for path in _path_list(paths):
+        text = "".join(_pieces(path, "char", lowercase, encoding_errors, CHUNK_BYTES))
+        lines += text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+    return lines
 
 
 def _counting(chunks: Iterable[str], seen: list) -> Iterator[str]:

@@ -17,7 +17,7 @@ from charlm import data, evaluate, generate
 from charlm.threads import compute_threads
 from charlm.checkpoint import load_model
 from charlm.config import ConditionalConfig, ModelConfig
-from charlm.errors import CharlmError
+from charlm.errors import CharlmError, ModelFileError
 from charlm.vocab import Vocab, characters
 
 LN10 = math.log(10.0)
@@ -127,7 +127,10 @@ class LanguageModel:
         """Load a charlm/1 safetensors file; raises ModelFileError for anything that is not one."""
         m = load_model(path)
         cfg = m.config
-        vocab = Vocab(m.vocab, cfg.level, cfg.lowercase, cfg.unk_id, cfg.eos_id, cfg.tokenize)
+        if cfg.level == "bpe" and not isinstance(m.meta.get("tokenizer"), str):
+            raise ModelFileError(path, "a BPE model without its 'tokenizer' metadata")
+        vocab = Vocab(m.vocab, cfg.level, cfg.lowercase, cfg.unk_id, cfg.eos_id, cfg.tokenize,
+                      m.meta.get("tokenizer") if cfg.level == "bpe" else None)
         return cls(cfg, vocab, m.params, m.meta, str(path))
 
     @property

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from charlm import data, engine
+from charlm import bpe, data, engine
 from charlm.config import ModelConfig, TrainConfig
 from charlm.engine import MAX_SKIPS_IN_A_ROW, TrainingDiverged  # noqa: F401  (part of this module's API)
 from charlm.errors import CharlmError
@@ -62,17 +62,21 @@ class TrainResult:
 
 def load_corpus(paths, level="char", lowercase=False, min_count=1, max_vocab=None, valid_path=None,
                 valid_fraction=0.05, encoding_errors="strict", tokenize="whitespace",
-                model_vocab: Vocab | None = None) -> Corpus:
+                model_vocab: Vocab | None = None, bpe_vocab_size: int = bpe.DEFAULT_VOCAB_SIZE) -> Corpus:
     """Read the training files (and the validation file) into id streams with a vocabulary built from the
     training text only: when the validation text is the corpus' tail, it is left out of the counts.
     Each file is read once from disk (a FIFO or `<(cmd)` too: data.read_once).
 
     model_vocab: the vocabulary of a model to train further (--init-from) instead of a new one; its level,
-    lower-casing and tokenizer are used, tokens it lacks read as UNK, and Corpus.unknown counts them."""
+    lower-casing and tokenizer are used, tokens it lacks read as UNK, and Corpus.unknown counts them.
+    bpe_vocab_size: level "bpe", the size of the tokenizer learned from the training text (charlm.bpe)."""
     if model_vocab is not None:
         level, lowercase, tokenize = model_vocab.level, model_vocab.lowercase, model_vocab.tokenize
     names = data._path_list(paths) + ([valid_path] if valid_path is not None else [])
     paths = data.read_once(data._path_list(paths))
+    if level == "bpe":
+        return _bpe_corpus(paths, names, lowercase, valid_path, valid_fraction, encoding_errors, model_vocab,
+                           bpe_vocab_size)
     counts = data.count_tokens(paths, level, lowercase, encoding_errors, tokenize=tokenize)
     if not counts and level == "char":
         raise CharlmError(f"{_names(paths)}: no text to train on (the corpus is empty)")
@@ -104,6 +108,39 @@ def load_corpus(paths, level="char", lowercase=False, min_count=1, max_vocab=Non
     else:
         valid_ids = remap[valid_ids]
     return Corpus(vocab, remap[train_ids], valid_ids, _names(paths), tuple(os.fspath(p) for p in names), valid_chars,
+                  unknown)
+
+
+def _bpe_corpus(paths, names, lowercase, valid_path, valid_fraction, encoding_errors, model_vocab,
+                vocab_size) -> Corpus:
+    """load_corpus at level "bpe". The tokenizer is learned from the training lines only: without a
+    validation file, the held-out tail is the last lines holding `valid_fraction` of the characters (cut at
+    a line's end, so that no line is tokenized in two halves), not the last tokens as at the other levels."""
+    lines = data.read_lines(paths, lowercase, encoding_errors)
+    if not any(line.strip() for line in lines):
+        raise CharlmError(f"{_names(paths)}: no text to train on (the corpus is empty or whitespace only)")
+    cut = len(lines)
+    if valid_path is None:
+        if isinstance(valid_fraction, bool) or not (isinstance(valid_fraction, (int, float)) and 0 <= valid_fraction < 1):
+            raise CharlmError(f"validation fraction must be at least 0 and below 1, got {valid_fraction!r}")
+        sizes = np.cumsum([len(line) + 1 for line in lines])                  # characters up to each line's end
+        cut = int(np.searchsorted(sizes, sizes[-1] * (1 - valid_fraction), side="right"))   # lines within it
+    head, tail = lines[:cut], lines[cut:]
+    vocab = model_vocab
+    if vocab is None:
+        tokenizer = bpe.train(head, vocab_size)
+        tokens = bpe.tokens_of(bpe.load(tokenizer))
+        vocab = Vocab(tokens, "bpe", lowercase, tokens.index("<unk>"), tokens.index("<eos>"), tokenizer=tokenizer)
+    train_ids = vocab.encode_normalized("".join(line + "\n" for line in head))
+    if valid_path is not None:
+        valid_ids, valid_chars = data.encode_file_counted(data.read_once([valid_path])[0], vocab, encoding_errors)
+        if len(valid_ids) == 0:
+            raise CharlmError(f"{valid_path}: the validation file is empty")
+    else:
+        text = "".join(line + "\n" for line in tail)
+        valid_ids, valid_chars = vocab.encode_normalized(text), characters(text)
+    unknown = Counter({"<unk>": int((train_ids == vocab.unk_id).sum())}) if vocab.unk_id in train_ids else Counter()
+    return Corpus(vocab, train_ids, valid_ids, _names(paths), tuple(os.fspath(p) for p in names), valid_chars,
                   unknown)
 
 

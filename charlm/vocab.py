@@ -124,14 +124,20 @@ class Vocab:
     """
 
     def __init__(self, tokens: Sequence[str], level: str, lowercase: bool, unk_id: int = 0, eos_id: int = 1,
-                 tokenize: str = "whitespace"):
+                 tokenize: str = "whitespace", tokenizer: str | None = None):
         self._tokens = tuple(tokens)
         self._level = level
         self._lowercase = lowercase
         self._unk_id = unk_id
         self._eos_id = eos_id
         self._tokenize = tokenize
+        self._tokenizer = tokenizer      # level "bpe": the tokenizer's JSON (charlm.bpe)
         self._validate()
+        if level == "bpe":
+            from charlm import bpe
+            self._bpe = bpe.load(tokenizer, "vocabulary")
+            if bpe.tokens_of(self._bpe) != list(self._tokens):
+                raise CharlmError("vocabulary: the BPE tokenizer's tokens are not the vocabulary's")
         self._index = {tok: i for i, tok in enumerate(self._tokens)}
         if level == "char":
             self._lut = self._char_table()
@@ -141,6 +147,8 @@ class Vocab:
         tokens, n = self._tokens, len(self._tokens)
         if self._level not in LEVELS:
             raise CharlmError(f"vocabulary: level must be one of {LEVELS}, got {self._level!r}")
+        if (self._level == "bpe") != isinstance(self._tokenizer, str):
+            raise CharlmError("vocabulary: level 'bpe' needs its tokenizer (JSON), and only it has one")
         if self._tokenize not in TOKENIZERS or (self._tokenize != "whitespace" and self._level != "word"):
             raise CharlmError(f"vocabulary: tokenize must be one of {TOKENIZERS} (not whitespace at word level "
                               f"only), got {self._tokenize!r} at level {self._level!r}")
@@ -216,6 +224,11 @@ class Vocab:
         return self._tokenize
 
     @property
+    def tokenizer(self) -> str | None:
+        """Level "bpe": the tokenizer's JSON, stored in the model file; else None."""
+        return self._tokenizer
+
+    @property
     def lowercase(self) -> bool:
         return self._lowercase
 
@@ -239,7 +252,8 @@ class Vocab:
         return hash(self._key())
 
     def _key(self) -> tuple:
-        return (self._tokens, self._level, self._lowercase, self._unk_id, self._eos_id, self._tokenize)
+        return (self._tokens, self._level, self._lowercase, self._unk_id, self._eos_id, self._tokenize,
+                self._tokenizer)
 
     def __repr__(self) -> str:
         how = "" if self._tokenize == "whitespace" else f", tokenize={self._tokenize}"
@@ -265,8 +279,24 @@ class Vocab:
         if self._level == "char":
             cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")  # (N,) code points
             return self._lut[np.minimum(cps, len(self._lut) - 1)]  # (N,) int32
+        if self._level == "bpe":
+            return self._bpe_ids(text)
         words = word_tokens(text, self._tokenize)
         return np.fromiter(map(self._index.get, words, repeat(self._unk_id)), dtype=np.int32, count=len(words))
+
+    def _bpe_ids(self, text: str) -> np.ndarray:
+        """Level "bpe": each line's ids then EOS (an unterminated last line without it): (N,) int32. At
+        this level `text` must not cut a line, so streaming callers feed it whole lines."""
+        lines = text.split("\n")
+        tail = lines.pop()                                  # "" when the text ends with a newline
+        encoded = self._bpe.encode_batch(lines + [tail] if tail else lines, add_special_tokens=False)
+        parts = [np.zeros(0, np.int32)]
+        eos = np.array([self._eos_id], np.int32)
+        for k, e in enumerate(encoded):
+            parts.append(np.asarray(e.ids, np.int32))
+            if k < len(lines):
+                parts.append(eos)
+        return np.concatenate(parts)
 
     def decode(self, ids, eos_as: str = "\n") -> str:
         """Text of a sequence of ids: EOS shows as `eos_as`, UNK as U+FFFD (char) or "<unk>" (word).
@@ -275,6 +305,15 @@ class Vocab:
         (tokenize "words") none before a token with the GLUE prefix, which is dropped.
         """
         ids = self._checked_ids(ids)
+        if self._level == "bpe":                      # byte-level: each line's bytes back exactly
+            lines, line = [], []
+            for i in ids:
+                if i == self._eos_id:
+                    lines.append(self._bpe.decode(line, skip_special_tokens=False))
+                    line = []
+                else:
+                    line.append(i)
+            return eos_as.join(lines + [self._bpe.decode(line, skip_special_tokens=False)])
         if self._level == "char":
             shown = [REPLACEMENT if i == self._unk_id else tok for i, tok in enumerate(self._tokens)]
             shown[self._eos_id] = eos_as
@@ -307,6 +346,9 @@ class Vocab:
             text += "\n"
         if self._level == "char":
             return list(text)
+        if self._level == "bpe":
+            return ["\n" if i == self._eos_id else self._bpe.decode([i], skip_special_tokens=False)
+                    for i in self._bpe_ids(text).tolist()]
         return ["\n" if t == EOS else t.removeprefix(GLUE) if self._tokenize == "words" else t
                 for t in word_tokens(text, self._tokenize)]
 
@@ -314,6 +356,8 @@ class Vocab:
         """A token for display: "<unk>" and "<eos>" by name, whitespace and unprintable ones quoted as repr."""
         (i,) = self._checked_ids([token_id])
         tok = self._tokens[i]
+        if self._level == "bpe" and i not in (self._unk_id, self._eos_id):   # its text, not its byte symbols
+            tok = self._bpe.decode([i], skip_special_tokens=False)
         if i in (self._unk_id, self._eos_id) or (tok.isprintable() and not tok.isspace()):
             return tok
         return repr(tok)

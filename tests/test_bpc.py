@@ -16,7 +16,8 @@ from support import invoke, ok, play
 
 TEXT = "ab cd\nef.\n"        # 6 + 4 = 10 characters, each newline one
 LINE = "To be, or not"      # 13 characters and the end of its line: 14
-LEVELS = {"char": [], "word": ["--level", "word"], "words": ["--level", "word", "--tokenize", "words"]}
+LEVELS = {"char": [], "word": ["--level", "word"], "words": ["--level", "word", "--tokenize", "words"],
+          "bpe": ["--level", "bpe", "--vocab-size", 300]}
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from charlm.checkpoint import load_model, read_metadata
 from charlm.config import ModelConfig
-from charlm.data import count_tokens, encode_file
+from charlm.data import count_tokens, encode_file, encode_file_counted
 from charlm.errors import CharlmError
 from charlm.vocab import Vocab, split_words
 
@@ -136,3 +136,67 @@ def test_tokenize_is_for_word_level(tmp_path):
     corpus.write_text(play(3000), encoding="utf-8")
     one_line_error(invoke("train", corpus, "--tokenize", "words", "-o", tmp_path / "m.safetensors"),
                    "--tokenize words is for --level word")
+
+
+# ------------------------------------------------------------------------------------------- BPE
+
+def bpe_vocab(text: str, size: int = 400) -> Vocab:
+    from charlm import bpe
+    tokenizer = bpe.train(text.split("\n"), size)
+    return Vocab(bpe.tokens_of(bpe.load(tokenizer)), "bpe", False, tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("name", sorted(ROUND_TRIP))
+def test_bpe_round_trip_is_exact(name):
+    """Byte-level BPE gives back every byte: whitespace runs and line ends included, text it never saw too."""
+    text = ROUND_TRIP[name] + "  two  spaces\tand a tab \n\n"
+    v = bpe_vocab(ROUND_TRIP["english"])              # learned on English: the other scripts fall to bytes
+    ids = v.encode(text)
+    assert v.unk_id not in ids.tolist() and (ids == v.eos_id).sum() == text.count("\n")
+    assert v.decode(ids) == text
+    if name == "english":              # single tokens of a multi-byte character are not text on their own
+        assert "".join(v.token_texts(text)) == text
+
+
+def test_bpe_streaming_equals_whole_text(tmp_path):
+    text = "".join(ROUND_TRIP.values()) * 3 + "no newline at the end"
+    v = bpe_vocab(text)
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    ids, chars = encode_file_counted(path, v, chunk_bytes=7)
+    assert ids.tolist() == v.encode(text).tolist() and chars == len(text) + 1
+
+
+def test_bpe_model_file_holds_its_tokenizer_as_data(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(play(20000), encoding="utf-8")
+    out = tmp_path / "b.safetensors"
+    ok(invoke("train", corpus, "--level", "bpe", "--vocab-size", 300, "--hidden", 8, "--layers", 1,
+              "--batch-size", 4, "--seq-len", 8, "--max-steps", 2, "--threads", 1, "-o", out, "-q"))
+    meta = read_metadata(out)
+    assert json.loads(meta["config"])["level"] == "bpe" and json.loads(meta["tokenizer"])["model"]["type"] == "BPE"
+    import charlm
+    lm = charlm.load(out)
+    assert len(lm.vocab) == 300 and lm.vocab.decode(lm.vocab.encode(ROUND_TRIP["mixed"])) == ROUND_TRIP["mixed"]
+    ok(invoke("train", corpus, "--resume", "--max-steps", 3, "-o", out, "-q"))      # the run keeps its tokenizer
+    one_line_error(invoke("train", corpus, "--level", "bpe", "--min-count", 2, "-o", tmp_path / "x.safetensors"),
+                   "drop --min-count")
+    one_line_error(invoke("train", corpus, "--vocab-size", 300, "-o", tmp_path / "x.safetensors"),
+                   "--vocab-size is for --level bpe")
+
+
+def test_bpe_model_without_the_library_is_a_one_line_error(tmp_path, monkeypatch):
+    import builtins
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(play(8000), encoding="utf-8")
+    out = tmp_path / "b.safetensors"
+    ok(invoke("train", corpus, "--level", "bpe", "--vocab-size", 300, "--hidden", 8, "--layers", 1,
+              "--batch-size", 4, "--seq-len", 8, "--max-steps", 1, "--threads", 1, "-o", out, "-q"))
+    real = builtins.__import__
+
+    def no_tokenizers(name, *args, **kwargs):
+        if name == "tokenizers" or name.startswith("tokenizers."):
+            raise ImportError("No module named 'tokenizers'")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_tokenizers)
+    one_line_error(invoke("score", "-m", out, "hello"), "tokenizers", "pip install 'charlm-rnn[bpe]'")

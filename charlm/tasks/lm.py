@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 
-from charlm import checkpoint, data, evaluate, model
+from charlm import bpe, checkpoint, data, evaluate, model
 from charlm.config import TrainConfig
-from charlm.errors import CharlmError
+from charlm.errors import CharlmError, ModelFileError
 from charlm.resume import ids_digest
 
 VALID_STREAMS = 16         # validation during training: the held-out stream cut into this many pieces
@@ -44,6 +44,11 @@ def check_header_fits(cfg, vocab) -> None:
                           f"{len(longest):,} characters): use --max-vocab or --min-count, or --level char")
 
 
+def tokenizer_metadata(vocab) -> dict[str, str]:
+    """{"tokenizer": its JSON} for a BPE model's tables (docs/model-format.md), else {}."""
+    return {"tokenizer": vocab.tokenizer} if isinstance(vocab, bpe.TokenList) else {}
+
+
 class LMTask:
     kind = "lm"
     train_config_class = TrainConfig
@@ -58,7 +63,8 @@ class LMTask:
         if len(corpus.valid) == 0:
             raise CharlmError("no validation text: give --valid FILE or a larger --valid-fraction")
         self.corpus, self.config, self.tc = corpus, cfg, tc
-        self.vocab = corpus.vocab.tokens
+        v = corpus.vocab                                         # a BPE model's tables carry its tokenizer
+        self.vocab = v.tokens if v.tokenizer is None else bpe.TokenList(v.tokens, v.tokenizer)
         check_header_fits(cfg, self.vocab)
         self.streams = data.batchify(corpus.train, tc.batch_size)                  # (B, N)
         self.n = self.streams.shape[1]
@@ -124,18 +130,24 @@ class LMTask:
         return {"valid_loss": evaluate.stream_nll(self.config, kept, valid) / len(valid)}
 
     def save_model(self, path, P, meta):
-        checkpoint.save_model(path, P, self.config, self.vocab, meta)
+        checkpoint.save_model(path, P, self.config, self.vocab, {**meta, **tokenizer_metadata(self.vocab)})
 
     # ------------------------------------------------------------------------ run-state files
 
     @staticmethod
     def model_metadata(config, vocab) -> dict[str, str]:
         import json
-        return {"config": config.to_json(), "vocab": json.dumps(list(vocab), ensure_ascii=False)}
+        return {"config": config.to_json(), "vocab": json.dumps(list(vocab), ensure_ascii=False),
+                **tokenizer_metadata(vocab)}
 
     @staticmethod
     def read_model_metadata(path, meta):
-        return checkpoint.check_config_and_vocab(path, meta)
+        config, vocab = checkpoint.check_config_and_vocab(path, meta)
+        if config.level == "bpe":
+            if not isinstance(meta.get("tokenizer"), str):
+                raise ModelFileError(path, "a BPE model without its 'tokenizer' metadata")
+            vocab = bpe.TokenList(vocab, meta["tokenizer"])
+        return config, vocab
 
     @staticmethod
     def carried_shapes(config, train_config) -> dict[str, tuple]:
