@@ -527,6 +527,12 @@ def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_
     check_sampling_options(temp, top_k, top_p, length, num_samples, beam)
     check_seed(seed)
     lm = load_model(model_path)
+    from charlm.generate import unknown_in_prime
+    unknown = unknown_in_prime(lm.vocab, prime)
+    if unknown:
+        shown = ", ".join(repr(t) for t in dict.fromkeys(unknown))
+        click.echo(f"note: --prime has {len(unknown)} token{'s' if len(unknown) > 1 else ''} the model does not "
+                   f"know, read as <unk>: {_printable(shown)}", err=True)
     _compile_notice(lambda m: click.echo(m, err=True))
     with compute_threads(threads):
         texts = lm.sample(length=length, temp=temp, top_k=top_k, top_p=top_p, greedy=greedy, prime=prime,

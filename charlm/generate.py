@@ -64,6 +64,14 @@ def prime_ids(vocab, prime: str) -> np.ndarray:
     return ids
 
 
+def unknown_in_prime(vocab, prime: str) -> list[str]:
+    """The texts of the prime's tokens that the vocabulary lacks (the model reads them as <unk>)."""
+    ids = vocab.encode(prime)
+    if vocab.unk_id not in ids:
+        return []
+    return [t for t, i in zip(vocab.token_texts(prime), ids.tolist()) if i == vocab.unk_id]
+
+
 def _weights(cfg, P, rows: int, steps: int):
     """What the compiled generators take for `rows` rows and `steps` steps: the embedding, layer 0's
     input projection of every token when that is cheaper than `steps` * `rows` products (V <= their

@@ -88,3 +88,10 @@ def test_bad_uses(base):
     one_line_error(invoke("train", new, "--init-from", d / "missing.safetensors", "-o", d / "x.safetensors"),
                    "no such file")
     one_line_error(invoke("train", new, "--resume", "-o", model, "-q"), "--init-from MODEL")
+
+
+def test_unknown_characters_of_the_prime_are_reported(base):
+    _, _, _, model = base
+    r = ok(invoke("sample", "-m", model, "--prime", "Zoë ☃☃", "--length", 3, "--seed", 1))
+    assert "note: --prime has 3 tokens the model does not know, read as <unk>: 'ë', '☃'" in r.stderr
+    assert "--prime" not in ok(invoke("sample", "-m", model, "--prime", "the", "--length", 3, "--seed", 1)).stderr
