@@ -424,6 +424,15 @@ def _report_unknown(log, data, model_path):
         f"{len(data.train):,} training tokens ({100 * n / max(len(data.train), 1):.2f} %): {shown}")
 
 
+def _float_or_none(text):
+    """A metadata figure as a float, None when absent or not a finite number."""
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
 def _given(ctx, name) -> bool:
     """Did the user set this parameter (command line or environment), rather than leave its default?"""
     source = ctx.get_parameter_source(name)
@@ -713,6 +722,13 @@ def info(model_path, as_json):
         click.echo(f"  {_printable(k)}: {_printable(v)}")
     if d["history"]:
         click.echo(f"  training history: {_printable(summary_line(d['history']))}")
+    exact = _float_or_none(lm.meta.get("valid_loss"))
+    if exact is not None:                 # written by the LM's training at the end: the summary's figure
+        bpc = _float_or_none(lm.meta.get("valid_bpc"))
+        per_char = f", {bpc:.4f} bits/char" if bpc is not None else ""
+        unit = "char" if cfg.level == "char" else "token"
+        click.echo(f"  validation of this model (as the training summary gives it): {exact:.4f} nats/{unit}"
+                   f"{per_char}")
 
 
 @main.command(context_settings=CONTEXT)

@@ -37,7 +37,15 @@ The task interface (duck-typed; charlm.tasks.lm.LMTask is the reference implemen
                                  them (the engine also takes the paths under run_config's "corpus",
                                  "data", "valid" and "init_from" keys)
     final_metrics(path) -> dict  the exact figures of the model saved at `path`, after the run
+    final_seconds(P) -> float    optional: an estimate of final_metrics' time, measured now (a time budget
+                                 keeps room for it)
     save_model(path, P, meta)    writes the model file with the engine's metadata strings added
+
+A time budget covers the whole command: the loop stops early enough to leave room for what follows it
+(a last validation, the saves, the task's final figures), as long as the last scheduled validation took,
+plus the task's final_seconds. Both are measured while the run goes, so they follow the machine's load
+(a 300 s budget once ran 444 s on a busy machine: the exact single-stream figure after the loop was not
+counted).
 
 A step k does everything that belongs to it (update, epoch rollover, a scheduled validation and its
 learning-rate decay, a checkpoint) before a stop is considered, so a stop at k leaves the run exactly as
@@ -234,6 +242,7 @@ class _Run:
             self._start()
         else:
             self._restore(resume)
+        self.reserve = 0.0          # seconds kept for the end of a timed run (measured at each validation)
         self.t0 = self.last_valid = time.perf_counter()
         self.valid_gap = max(30.0, 0.05 * self.tc.time_budget) if self.tc.time_budget else 60.0
 
@@ -373,7 +382,7 @@ class _Run:
             return "interrupted"
         if self.total is not None and self.step >= self.total:
             return "max-steps" if tc.max_steps and self.step >= tc.max_steps else "epochs"
-        if tc.time_budget and self.elapsed() >= tc.time_budget:
+        if tc.time_budget and self.elapsed() + self.reserve >= tc.time_budget:
             return "time-budget"
         return ""
 
@@ -410,8 +419,12 @@ class _Run:
                 self.bar.set_postfix_str(self._postfix())
         if (tc.valid_every and self.step % tc.valid_every == 0) or (not tc.valid_every and (
                 epoch_end or time.perf_counter() - self.last_valid >= self.valid_gap)):
+            began = time.perf_counter()
             self._validate(scheduled=True)
             self.save_state()
+            if tc.time_budget:                   # what the end of the run will take, at today's speed
+                final = getattr(task, "final_seconds", None)
+                self.reserve = time.perf_counter() - began + (final(self.P) if final else 0.0)
         elif self.checkpoint_every and self.step % self.checkpoint_every == 0:
             self.save_state()
         if self.checkpoint_every and self.step % self.checkpoint_every == 0 and tc.keep == "last":

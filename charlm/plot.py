@@ -1,6 +1,6 @@
 """Training curves and history from the JSON-lines log that `charlm train` writes next to the model
 (`-o run/model.safetensors` logs to `run/model.log.jsonl`, one record a line: step, epoch, tokens,
-train_loss, valid_loss (null except at validations), lr, grad_norm, tok_s, wall).
+train_loss, valid_loss and valid_bpc (null except at validations), lr, grad_norm, tok_s, wall).
 
     from charlm.plot import plot_log, summarize_log
     plot_log(["run/model.log.jsonl"], "loss.png", x="tokens")

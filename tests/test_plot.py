@@ -19,7 +19,7 @@ from charlm.plot import (MISSING_MATPLOTLIB, model_log_path, plot_command, plot_
                          summary_line)
 from support import play, runner
 
-LOG_KEYS = {"step", "epoch", "tokens", "train_loss", "valid_loss", "lr", "grad_norm", "tok_s", "wall"}
+LOG_KEYS = {"step", "epoch", "tokens", "train_loss", "valid_loss", "valid_bpc", "lr", "grad_norm", "tok_s", "wall"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -10,6 +10,7 @@ single-stream figure of the saved model.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from charlm.errors import CharlmError, ModelFileError
 from charlm.resume import ids_digest
 
 VALID_STREAMS = 16         # validation during training: the held-out stream cut into this many pieces
+FINAL_PROBE = 2048         # tokens of the single-stream pass timed to foresee the final figure's time
 
 # `charlm train` options that name a ModelConfig field (CLI name -> field), and the data options kept in
 # the run config: all fixed for a run.
@@ -120,14 +122,31 @@ class LMTask:
     def evaluate(self, P):
         """valid_loss: nats per token; valid_bpc: bits per character of the same text, total NLL / ln 2 / chars."""
         sums, _ = evaluate.streams_nll(self.config, P, self.valid_streams)
-        chars = getattr(self.corpus, "valid_chars", 0)
+        chars = self.corpus.valid_chars
         return {"valid_loss": float(sums.sum() / len(self.corpus.valid)),
                 "valid_bpc": float(sums.sum() / math.log(2) / chars) if chars else None}
 
-    def final_metrics(self, path):
-        kept = checkpoint.load_model(path).params
+    def final_seconds(self, P) -> float:
+        """final_metrics' time, foreseen: a single-stream pass over the first FINAL_PROBE validation tokens,
+        timed and scaled to all of them (one token after another: the time grows with their number)."""
         valid = self.corpus.valid
-        return {"valid_loss": evaluate.stream_nll(self.config, kept, valid) / len(valid)}
+        n = min(len(valid), FINAL_PROBE)
+        began = time.perf_counter()
+        evaluate.stream_nll(self.config, P, valid[:n])
+        return (time.perf_counter() - began) * len(valid) / n
+
+    def final_metrics(self, path):
+        """The exact single-stream figures of the model saved at `path` (what `charlm perplexity` gives),
+        also written into its metadata (valid_loss, valid_bpc), so that `charlm info` shows the figure the
+        training summary gives rather than the fast estimate of training."""
+        kept = checkpoint.load_model(path)
+        valid = self.corpus.valid
+        nll = evaluate.stream_nll(self.config, kept.params, valid)
+        chars = self.corpus.valid_chars
+        figures = {"valid_loss": nll / len(valid), "valid_bpc": nll / math.log(2) / chars if chars else None}
+        meta = {**kept.meta, **{k: repr(v) for k, v in figures.items() if v is not None}}
+        checkpoint.save_model(path, kept.params, kept.config, kept.vocab, meta)
+        return figures
 
     def save_model(self, path, P, meta):
         checkpoint.save_model(path, P, self.config, self.vocab, {**meta, **tokenizer_metadata(self.vocab)})
