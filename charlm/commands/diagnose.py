@@ -95,11 +95,9 @@ def gradients(ctx, text, model_path, init_cell, hidden, layers, span, positions,
     from charlm import diagnose as dg
     t0 = time.perf_counter()
     if model_path:
-        from charlm.checkpoint import load_model
-        from charlm.vocab import Vocab
-        m = load_model(model_path)
-        cfg, P = m.config, m.params
-        vocab = Vocab(m.vocab, cfg.level, cfg.lowercase, cfg.unk_id, cfg.eos_id)
+        from charlm.lm import LanguageModel
+        m = LanguageModel.load(model_path)           # its vocabulary cuts text as the model does (tokenizer, BPE)
+        cfg, P, vocab = m.config, m.params, m.vocab
         ids, _ = dg.text_ids(text, vocab)
     else:
         ids, vocab = dg.text_ids(text)
