@@ -105,8 +105,8 @@ names-gen: install
 # Grapheme to phoneme (encoder-decoder with attention): trains on DATA/train.tsv with DATA/valid.tsv for
 # 30 minutes, keeps the best model by validation word error rate, evaluates on DATA/valid.tsv (greedy and
 # beam 5) and, when present, on DATA/test.tsv. DATA=folder holding train.tsv, valid.tsv (test.tsv), the
-# layout of CMUdict's WORD<TAB>PH PH ... pairs
-G2P_TRAIN = --hidden 128 --embed 64 --decoder-hidden 256 --attention general --dropout 0.2 \
+# layout of CMUdict's WORD<TAB>PH PH ... pairs; --lowercase so that capitalised words read as CMUdict's
+G2P_TRAIN = --lowercase --hidden 128 --embed 64 --decoder-hidden 256 --attention general --dropout 0.2 \
             --lr 0.002 --lr-schedule cosine --batch-size 64 --time-budget 1800
 g2p: DATA ?= $(SHARED)/corpora/cmudict
 g2p: OUT ?= out/g2p
