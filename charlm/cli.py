@@ -790,11 +790,11 @@ def bench(cell, activation, gru_variant, peephole, vocab, embed, hidden, layers,
     click.echo(_dumps(r))
 
 
-from charlm.plot import plot_command  # noqa: E402  (click only: matplotlib loads when a plot is drawn)
+from charlm.commands.plot import plot_command  # noqa: E402  (click only: matplotlib loads when a plot is drawn)
 
 main.add_command(plot_command, "plot")
 
-from charlm.registry import corpus_group  # noqa: E402  (click and the standard library only)
+from charlm.commands.corpus import corpus_group  # noqa: E402  (click and the standard library only)
 
 main.add_command(corpus_group, "corpus")
 

@@ -7,7 +7,7 @@ train_loss, valid_loss and valid_bpc (null except at validations), lr, grad_norm
     print(summarize_log("run/model.log.jsonl")["best_valid_loss"])
 
 matplotlib is an optional extra (`pip install 'charlm[plot]'`), imported only when a plot is drawn; this
-module imports neither it nor NumPy at load time, so the CLI can register `plot_command` and still start fast.
+module imports neither it nor NumPy at load time, so the CLI (charlm.commands.plot) still starts fast.
 """
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import json
 import math
 import os
 from pathlib import Path
-
-import click
 
 from charlm.errors import CharlmError
 
@@ -254,34 +252,3 @@ def summary_line(s: dict) -> str:
     if s["best_valid_loss"] is not None:
         parts.append(f"best validation loss {s['best_valid_loss']:.4f} at step {s['best_valid_step']:,}")
     return ", ".join(parts)
-
-
-def _default_out(log_path) -> str:
-    s = str(log_path)
-    base = s[: -len(".log.jsonl")] if s.endswith(".log.jsonl") else os.path.splitext(s)[0]
-    return base + ".loss.png"
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("logs", nargs=-1, required=True, metavar="LOG...", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", default=None, type=click.Path(dir_okay=False),
-              help="Image to write: .png, .svg or .pdf [default: the first log's name + .loss.png].")
-@click.option("--x", "x", type=click.Choice(list(X_AXES)), default="step", show_default=True,
-              help="Horizontal axis: optimizer steps, tokens seen, wall-clock seconds or epochs.")
-@click.option("--title", default=None, help="Plot title [default: the run's name].")
-def plot_command(logs, out, x, title):
-    """Draw training and validation loss curves from training logs.
-
-    Each LOG is the JSON-lines file `charlm train` writes next to the model (for -o model.safetensors,
-    model.log.jsonl); a model file stands for its log. Several logs are drawn as labelled runs on one plot.
-    Needs matplotlib: pip install 'charlm[plot]'.
-
-    \b
-    Examples:
-      charlm plot model.log.jsonl
-      charlm plot run1/model.log.jsonl run2/model.log.jsonl -o compare.svg --x tokens
-      charlm plot model.safetensors -o loss.pdf --x wall --title "LSTM 256 on tinyshakespeare"
-    """
-    logs = [str(model_log_path(p)) if str(p).endswith(".safetensors") else p for p in logs]
-    out = out or _default_out(logs[0])
-    click.echo(plot_log(logs, out, x=x, title=title))

@@ -15,8 +15,8 @@ import pytest
 
 from charlm.cli import main
 from charlm.errors import CharlmError
-from charlm.plot import (MISSING_MATPLOTLIB, model_log_path, plot_command, plot_log, read_log, summarize_log,
-                         summary_line)
+from charlm.commands.plot import plot_command
+from charlm.plot import MISSING_MATPLOTLIB, model_log_path, plot_log, read_log, summarize_log, summary_line
 from support import play, runner
 
 LOG_KEYS = {"step", "epoch", "tokens", "train_loss", "valid_loss", "valid_bpc", "lr", "grad_norm", "tok_s", "wall"}

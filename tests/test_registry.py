@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from charlm import registry
 from charlm.cli import main
-from charlm.registry import CORPORA, corpus_group
+from charlm.commands.corpus import corpus_group
+from charlm.registry import CORPORA
 from support import DATA, corpora_dir, invoke, ok, one_line_error
 
 SHAKESPEARE_SHA = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"   # the real input.txt

@@ -66,11 +66,11 @@ def test_train_help_is_covered():
 
 
 def test_plot_command_help_imports_nothing_heavy():
-    """charlm.plot is imported by cli.py to register `plot`: loading it and its help stay light."""
+    """charlm.commands.plot is imported by cli.py to register `plot`: loading it and its help stay light."""
     code = """
 import json, sys
 import click
-from charlm.plot import plot_command
+from charlm.commands.plot import plot_command
 group = click.Group(commands={"plot": plot_command})
 code = group.main(["plot", "--help"], standalone_mode=False)
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
