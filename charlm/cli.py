@@ -19,7 +19,6 @@ from charlm import __version__
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 2
-EXIT_DIVERGED = 3          # charlm.train.TrainingDiverged.exit_code
 EXIT_INTERRUPTED = 130     # 128 + SIGINT
 EXIT_TERMINATED = 143      # 128 + SIGTERM
 EXIT_BROKEN_PIPE = 141     # 128 + SIGPIPE: stdout closed early (`charlm ... | head`)
@@ -119,7 +118,8 @@ def compute_threads(n):
     return scope(n)
 
 
-def load_model(path):
+def _load_lm(path):
+    """The language model at `path` (charlm.lm.LanguageModel); another task's file is a one-line error."""
     from charlm.lm import LanguageModel
     return LanguageModel.load(path)
 
@@ -395,7 +395,7 @@ def _init_from(ctx, p, state):
     if p["init_from"] is None:
         return None
     from charlm.config import ConditionalConfig
-    lm = load_model(p["init_from"])
+    lm = _load_lm(p["init_from"])
     cfg = lm.config
     if isinstance(cfg, ConditionalConfig):
         raise CharlmError(f"--init-from {p['init_from']}: a model conditioned on labels; train it further with "
@@ -490,7 +490,7 @@ def demo(ctx, out, time_budget, hidden, threads):
     except SystemExit as e:
         if e.code:
             raise
-    for i, text in enumerate(load_model(out).sample(length=300, temp=0.7, num_samples=3, seed=0, prime="The ")):
+    for i, text in enumerate(_load_lm(out).sample(length=300, temp=0.7, num_samples=3, seed=0, prime="The ")):
         click.echo(f"--- sample {i + 1} (--temp 0.7) ---")
         click.echo(text)
 
@@ -535,7 +535,7 @@ def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_
     from charlm.generate import check_sampling_options, check_seed
     check_sampling_options(temp, top_k, top_p, length, num_samples, beam)
     check_seed(seed)
-    lm = load_model(model_path)
+    lm = _load_lm(model_path)
     from charlm.generate import unknown_in_prime
     unknown = unknown_in_prime(lm.vocab, prime)
     if unknown:
@@ -581,7 +581,7 @@ def score(texts, model_path, file, per_token, label, as_json, threads):
         texts += _read_lines(file)
     if not texts:
         raise CharlmError("nothing to score: give TEXT arguments or --file")
-    lm = load_model(model_path)
+    lm = _load_lm(model_path)
     _compile_notice(lambda m: click.echo(m, err=True))
     with compute_threads(threads):
         scores = lm.score(texts, per_token=per_token, label=label)
@@ -589,11 +589,11 @@ def score(texts, model_path, file, per_token, label, as_json, threads):
         if as_json:
             click.echo(_dumps(s.as_dict()))
             continue
-        click.echo(f"{s.logprob:.4f}\t{s.tokens}\t{s.perplexity:.4f}\t{_one_line(s.text)}\t{s.bits_per_char:.4f}")
+        click.echo(f"{s.logprob:.4f}\t{s.tokens}\t{s.perplexity:.4f}\t{_tsv_field(s.text)}\t{s.bits_per_char:.4f}")
         rows = s.per_token or []
         unknown = s.unk_texts or {}
         for k in range(0, len(rows), 10000):              # one write per 10,000 tokens, not one per token
-            click.echo("".join(f"\t{tok}\t{lp:.4f}" + (f"\t<unk>\t{_one_line(unknown[j])}\n" if unk else "\n")
+            click.echo("".join(f"\t{tok}\t{lp:.4f}" + (f"\t<unk>\t{_tsv_field(unknown[j])}\n" if unk else "\n")
                                for j, (tok, lp, unk) in enumerate(rows[k:k + 10000], k)), nl=False)
 
 
@@ -634,7 +634,7 @@ def _printable(text) -> str:
                    ord(c) > 0xDFFF else f"\\u{ord(c):04x}" for c in text)
 
 
-def _one_line(text):
+def _tsv_field(text):
     """A text as one TSV field: newlines, tabs, carriage returns and other control characters escaped."""
     text = text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
     if text.isprintable():
@@ -660,7 +660,7 @@ def perplexity(files, model_path, encoding_errors, quiet, as_json, threads):
       charlm perplexity a.txt b.txt --json
     """
     set_threads(threads)
-    lm = load_model(model_path)
+    lm = _load_lm(model_path)
     _compile_notice(lambda m: click.echo(m, err=True))
     bar = None
     if not quiet and sys.stderr.isatty():

@@ -322,23 +322,6 @@ def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
     return np.ascontiguousarray(ids[: batch_size * n], dtype=np.int32).reshape(batch_size, n)  # (B, N)
 
 
-def windows(streams: np.ndarray, seq_len: int, start: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yield (p, x, y) for p = start, start + T, ... over streams (B, N): inputs and their next tokens.
-
-    x = streams[:, p:p+T].T and y = streams[:, p+1:p+1+T].T, both C-contiguous (T, B) int32; the last window
-    may be shorter (at least one step). Passing a saved p as `start` resumes an epoch at that window.
-    """
-    _check_positive("--seq-len", seq_len)
-    if isinstance(start, bool) or not (isinstance(start, int) and start >= 0):
-        raise CharlmError(f"window start must be an integer >= 0, got {start!r}")
-    n = streams.shape[1]
-    for p in range(start, n - 1, seq_len):
-        t = min(seq_len, n - 1 - p)
-        x = np.ascontiguousarray(streams[:, p : p + t].T, dtype=np.int32)  # (t, B)
-        y = np.ascontiguousarray(streams[:, p + 1 : p + 1 + t].T, dtype=np.int32)  # (t, B)
-        yield p, x, y
-
-
 def min_tokens_for(batch_size: int, seq_len: int) -> int:
     """Tokens needed for one full window of B streams: each needs T inputs plus one more target."""
     return batch_size * (seq_len + 1)

@@ -175,18 +175,6 @@ def test_batchify_makes_contiguous_rows():
         data.batchify(np.arange(11), 0)
 
 
-def test_windows_cover_every_prediction_once():
-    streams = data.batchify(np.arange(16, dtype=np.int32), 2)  # rows 0..7 and 8..15
-    got = list(data.windows(streams, 3))
-    assert [(p, x.shape) for p, x, _ in got] == [(0, (3, 2)), (3, (3, 2)), (6, (1, 2))]
-    for p, x, y in got:
-        assert x.dtype == y.dtype == np.int32 and x.flags.c_contiguous and y.flags.c_contiguous
-        assert x.tolist() == streams[:, p : p + len(x)].T.tolist()
-        assert y.tolist() == (x + 1).tolist()
-    assert [p for p, _, _ in data.windows(streams, 3, start=3)] == [3, 6]
-    assert list(data.windows(streams[:, :1], 3)) == []
-
-
 def test_check_enough():
     assert data.min_tokens_for(32, 64) == 2080
     data.check_enough(np.zeros(2080), 32, 64, "train.txt")
