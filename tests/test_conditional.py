@@ -214,3 +214,33 @@ def test_class_sampling_resumes_bit_for_bit_and_balances(files, tmp_path):
     assert drawn[rare] > 0.25 * drawn.sum() and np.bincount(d.train_y)[rare] < 0.1 * len(d.train_y)
     one_line_error(invoke("train", skewed, "--class-sampling", "sqrt", "-o", tmp_path / "x.safetensors"),
                    "--class-sampling needs --labeled")
+
+
+def test_judge_reports_novelty_and_the_corrected_and_uncorrected_accuracy(files, tmp_path):
+    """classify judge: per label, the share of its samples the judge assigns to it, with and without the
+    judge's prior correction, and the share not in the training file, equal to the same computed through
+    the Python API from the same samples."""
+    from charlm import labeled
+    from charlm.classifier import load_classifier
+    from charlm.lm import LanguageModel
+    gen, clf = tmp_path / "g.safetensors", tmp_path / "c.safetensors"
+    ok(invoke("train", files / "train.tsv", "--labeled", "--valid", files / "valid.tsv", "-o", gen, "--hidden", "16",
+              "--layers", "1", "--batch-size", "16", "--lr", "0.01", "--max-steps", "60", "--threads", "1", "-q"))
+    ok(invoke("classify", "train", files / "train.tsv", "--valid", files / "valid.tsv", "-o", clf, "--hidden", "8",
+              "--max-steps", "8", "--threads", "1", "-q"))
+    args = ["classify", "judge", "-m", gen, "--judge", clf, "--train", files / "train.tsv", "-n", "12", "--threads", "1"]
+    s = json.loads(ok(invoke(*args, "--judge-prior-correction", "1", "--json")).stdout)
+    lm, judge1, judge0 = LanguageModel.load(gen), load_classifier(clf, 1.0), load_classifier(clf)
+    seen = set(labeled.read(files / "train.tsv").texts)
+    for i, (label, row) in enumerate(zip(lm.labels, s["labels"])):
+        texts = [t.strip() for t in lm.sample(length=60, temp=0.8, stop_at_eos=True, num_samples=12, seed=i,
+                                              label=label)]
+        assert row["judge_accuracy"] == pytest.approx(np.mean([p.label == label for p in judge1.predict(texts)]))
+        assert row["judge_accuracy_uncorrected"] == pytest.approx(
+            np.mean([p.label == label for p in judge0.predict(texts)]))
+        assert row["novelty"] == pytest.approx(np.mean([t not in seen for t in texts]))
+    assert s["judge_accuracy"] == pytest.approx(np.mean([r["judge_accuracy"] for r in s["labels"]]))
+    text = ok(invoke(*args, "--judge-prior-correction", "1")).stdout
+    assert f"without it, judge accuracy {s['judge_accuracy_uncorrected']:.4f}" in text
+    plain = json.loads(ok(invoke(*args, "--json")).stdout)
+    assert plain["judge_accuracy"] == pytest.approx(s["judge_accuracy_uncorrected"])

@@ -250,7 +250,9 @@ def report_text(r: dict) -> str:
 @click.option("--judge", "judge_path", required=True, type=click.Path(dir_okay=False),
               help="A classifier that judges whether each sample has the label it was generated for.")
 @click.option("--judge-prior-correction", "judge_prior", type=float, default=0.0, show_default=True, metavar="TAU",
-              help="The judge's --prior-correction (see classify predict).")
+              help="The judge's --prior-correction (see classify predict). The samples come N per label, so "
+                   "their labels are uniform, not the judge's training shares: TAU 1 is Bayes' rule for that "
+                   "prior (label shift). With TAU, the uncorrected accuracy is reported too.")
 @click.option("--train", "train_path", type=click.Path(), default=None,
               help="The generator's training file: a sample found in it is not novel.")
 @click.option("-n", "--num-samples", type=click.IntRange(min=1), default=50, show_default=True,
@@ -275,31 +277,46 @@ def judge(model_path, judge_path, judge_prior, train_path, num_samples, temp, ma
     gen = LanguageModel.load(model_path)
     if gen.labels is None:
         raise CharlmError(f"-m {model_path}: not a conditional language model (train one with charlm train --labeled)")
-    clf = load_classifier(judge_path, judge_prior)
+    from charlm.classify import correct_prior
+    clf = load_classifier(judge_path)
+    clf.set_prior_correction(judge_prior)                # checks that the file has its label counts
+    clf.prior_correction = 0.0                           # applied below, beside the uncorrected figure
     seen = set(labeled.read(train_path).texts) if train_path else None
     rows = []
     for i, label in enumerate(gen.labels):
         texts = [t.strip() for t in gen.sample(length=max_length, temp=temp, stop_at_eos=True,
                                                num_samples=num_samples, seed=seed + i, label=label)]
-        judged = [p.label for p in clf.predict(texts, threads=threads)] if label in clf.labels else None
-        rows.append({"label": label, "samples": texts[:show],
-                     "judge_accuracy": None if judged is None else sum(j == label for j in judged) / len(texts),
-                     "novelty": None if seen is None else sum(t not in seen for t in texts) / len(texts)})
-    scored = [r["judge_accuracy"] for r in rows if r["judge_accuracy"] is not None]
-    novel = [r["novelty"] for r in rows if r["novelty"] is not None]
-    summary = {"labels": rows, "num_samples": num_samples, "temp": temp,
-               "judge_accuracy": sum(scored) / len(scored) if scored else None,
-               "novelty": sum(novel) / len(novel) if novel else None}
+        row = {"label": label, "samples": texts[:show], "judge_accuracy": None, "judge_accuracy_uncorrected": None,
+               "novelty": None if seen is None else sum(t not in seen for t in texts) / len(texts)}
+        if label in clf.labels:
+            prob = clf.probabilities(texts, threads)
+            k = clf.labels.index(label)
+            row["judge_accuracy_uncorrected"] = float((prob.argmax(axis=1) == k).mean())
+            row["judge_accuracy"] = float((correct_prior(prob, clf.log_prior, judge_prior).argmax(axis=1) == k).mean())
+        rows.append(row)
+
+    def mean(key):
+        got = [r[key] for r in rows if r[key] is not None]
+        return sum(got) / len(got) if got else None
+    summary = {"labels": rows, "num_samples": num_samples, "temp": temp, "judge_prior_correction": judge_prior,
+               "judge_accuracy": mean("judge_accuracy"), "novelty": mean("novelty"),
+               "judge_accuracy_uncorrected": mean("judge_accuracy_uncorrected")}
     if as_json:
         click.echo(_dumps(summary))
         return
     w = max(len(r["label"]) for r in rows)
-    click.echo(f"{'label':<{w}}  judge   novel  samples")
+    raw = bool(judge_prior)
+    click.echo(f"{'label':<{w}}  judge  " + (" as-is  " if raw else "") + " novel  samples")
     for r in rows:
         j = "-" if r["judge_accuracy"] is None else f"{r['judge_accuracy']:.2f}"
+        u = "-" if r["judge_accuracy_uncorrected"] is None else f"{r['judge_accuracy_uncorrected']:.2f}"
         nv = "-" if r["novelty"] is None else f"{r['novelty']:.2f}"
-        click.echo(f"{_printable(r['label']):<{w}}  {j:>5}  {nv:>6}  {', '.join(_printable(s) for s in r['samples'])}")
+        click.echo(f"{_printable(r['label']):<{w}}  {j:>5}  " + (f"{u:>5}  " if raw else "") +
+                   f"{nv:>6}  {', '.join(_printable(s) for s in r['samples'])}")
     mean_j = "-" if summary["judge_accuracy"] is None else f"{summary['judge_accuracy']:.4f}"
     mean_n = "-" if summary["novelty"] is None else f"{summary['novelty']:.4f}"
     click.echo(f"mean over {len(rows)} labels: judge accuracy {mean_j}, novelty {mean_n} "
                f"({num_samples} samples each, temperature {temp})")
+    if judge_prior and summary["judge_accuracy_uncorrected"] is not None:
+        click.echo(f"the judge with prior correction {judge_prior:g}; without it, judge accuracy "
+                   f"{summary['judge_accuracy_uncorrected']:.4f}")
