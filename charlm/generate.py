@@ -113,6 +113,34 @@ def sample_ids(cfg, P, prefix: np.ndarray, length: int, num_samples: int, temp: 
     return [out[b, : lengths[b]].copy() for b in range(num_samples)]
 
 
+WARM_UP = 1000      # unprimed samples: tokens the model may take to end its warm-up line
+
+
+def sample_after_a_line(cfg, P, length: int, num_samples: int, temp: float, top_k: int, top_p: float,
+                        stop_at_eos: bool, rng: np.random.Generator, state0=None):
+    """Unprimed samples that start at the beginning of a line: each row first writes a line of its own
+    (up to WARM_UP tokens, an EOS added if it writes none), unseen, and the sample is what follows it.
+
+    Why: the model is read from a zero state with EOS as its first input (docs/model-format.md), but in
+    training a zero state only comes at the start of each of the B streams of an epoch, at arbitrary places
+    in the text, so after a zero state the model has learned to expect the middle of a word, whatever the
+    input. Fed straight from it, samples began mid-word (on lines that all start with "Q", half of 20
+    samples did not); after a line of the model's own, the state is one training has seen before an EOS.
+    The same rules (temp, top_k, top_p) and the same generator draw the warm-up line. Not for argmax
+    decoding (greedy, top_k 1): its warm-up line can repeat itself without end, and it stays a pure
+    function of the model, read from the zero state. Nor for a model conditioned on a label: it is trained
+    line by line, each line from its initial state with EOS first, so that start is the one it knows."""
+    eos = np.array([cfg.eos_id], np.int32)
+    lines = sample_ids(cfg, P, eos, WARM_UP, num_samples, temp, top_k, top_p, False, True, rng, state0)
+    out = []
+    for line in lines:
+        if not (len(line) and line[-1] == cfg.eos_id):
+            line = np.concatenate([line, eos])
+        out += sample_ids(cfg, P, np.concatenate([eos, line]), length, 1, temp, top_k, top_p, False, stop_at_eos,
+                          rng, state0)
+    return out
+
+
 def beam_ids(cfg, P, prefix: np.ndarray, length: int, width: int, stop_at_eos: bool):
     """Beam search of `width` for the most likely `length` tokens after prefix (starting with EOS).
     Returns the hypotheses found, best first, as a list of (int32 ids, total natural-log probability)."""

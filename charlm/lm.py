@@ -163,9 +163,11 @@ class LanguageModel:
         """Generate `num_samples` texts of `length` new tokens after `prime` (the output starts with it).
 
         Sampling draws from softmax(z / temp), restricted by top_k / top_p; greedy takes the argmax.
-        The same seed gives the same texts. beam > 0: beam search of that width for the most likely
-        continuation instead; `num_samples` (<= beam) then returns that many best beams. label: what a
-        conditional model generates for (required for one, an error for others).
+        The same seed gives the same texts. Without a prime (unless argmax or conditional), each sample
+        starts at the beginning of a line the model wrote itself (generate.sample_after_a_line).
+        beam > 0: beam search of that width for the most likely continuation instead; `num_samples`
+        (<= beam) then returns that many best beams. label: what a conditional model generates for
+        (required for one, an error for others).
         """
         self._check_lm()
         cfg, P, state0 = self.conditioned(label)
@@ -183,8 +185,14 @@ class LanguageModel:
             return [generate.render(self.vocab, prime, ids, stop_at_eos) for ids, _ in beams]
         rng = np.random.default_rng(seed)
         with compute_threads():
-            ids = generate.sample_ids(cfg, P, prefix, length, num_samples, temp, top_k, top_p, greedy, stop_at_eos,
-                                      rng, state0)
+            # No warm-up line for argmax decoding, nor for a model trained line by line from its initial
+            # state (a conditional one): see generate.sample_after_a_line.
+            if prime or greedy or top_k == 1 or self.labels is not None:
+                ids = generate.sample_ids(cfg, P, prefix, length, num_samples, temp, top_k, top_p, greedy,
+                                          stop_at_eos, rng, state0)
+            else:
+                ids = generate.sample_after_a_line(cfg, P, length, num_samples, temp, top_k, top_p, stop_at_eos,
+                                                   rng, state0)
         return [generate.render(self.vocab, prime, s, stop_at_eos) for s in ids]
 
     def beam_search(self, prefix, length: int, width: int, num: int = 1, stop_at_eos: bool = False):
