@@ -42,8 +42,9 @@ The task interface (duck-typed; charlm.tasks.lm.LMTask is the reference implemen
     save_model(path, P, meta)    writes the model file with the engine's metadata strings added
 
 A time budget covers the whole command: the loop stops early enough to leave room for what follows it
-(a last validation, the saves, the task's final figures), as long as the last scheduled validation took,
-plus the task's final_seconds. Both are measured while the run goes, so they follow the machine's load
+(a last validation, the saves, the task's final figures), as long as the last validation and save took,
+plus the task's final_seconds. A timed run that has not validated by a tenth of its budget validates
+then (unscheduled: it leaves the learning-rate schedule alone) to have that measure. Both are measured while the run goes, so they follow the machine's load
 (a 300 s budget once ran 444 s on a busy machine: the exact single-stream figure after the loop was not
 counted).
 
@@ -419,16 +420,23 @@ class _Run:
                 self.bar.set_postfix_str(self._postfix())
         if (tc.valid_every and self.step % tc.valid_every == 0) or (not tc.valid_every and (
                 epoch_end or time.perf_counter() - self.last_valid >= self.valid_gap)):
-            began = time.perf_counter()
-            self._validate(scheduled=True)
-            self.save_state()
-            if tc.time_budget:                   # what the end of the run will take, at today's speed
-                final = getattr(task, "final_seconds", None)
-                self.reserve = time.perf_counter() - began + (final(self.P) if final else 0.0)
+            self._validate_and_save(scheduled=True)
+        elif tc.time_budget and not self.reserve and self.elapsed() >= tc.time_budget / 10:
+            self._validate_and_save(scheduled=False)    # no validation yet to time the end of the run by
         elif self.checkpoint_every and self.step % self.checkpoint_every == 0:
             self.save_state()
         if self.checkpoint_every and self.step % self.checkpoint_every == 0 and tc.keep == "last":
             self.save_model()
+
+    def _validate_and_save(self, scheduled: bool):
+        """A validation and the run state; with a time budget, `reserve` is then what the end of the run
+        will take at the machine's present speed: as long as these took, plus the task's final_seconds."""
+        began = time.perf_counter()
+        self._validate(scheduled=scheduled)
+        self.save_state()
+        if self.tc.time_budget:
+            final = getattr(self.task, "final_seconds", None)
+            self.reserve = time.perf_counter() - began + (final(self.P) if final else 0.0)
 
     def _nonfinite(self, loss, norm, rng_before):
         what = f"loss {loss}, gradient norm {norm}"

@@ -11,14 +11,15 @@ from charlm.train import load_corpus, train
 from support import invoke, ok, play
 
 
-@pytest.mark.parametrize("keep_room", [True, False])
-def test_time_budget_covers_the_final_figure_on_a_slow_machine(tmp_path, monkeypatch, keep_room):
+@pytest.mark.parametrize("keep_room, valid_every", [(True, 20), (True, 10**6), (False, 20)])
+def test_time_budget_covers_the_final_figure_on_a_slow_machine(tmp_path, monkeypatch, keep_room, valid_every):
     """The exact single-stream validation after the loop is made slow (as on a busy machine); the run still
-    ends within its budget. Negative control: without the room kept for it, the run overruns."""
+    ends within its budget, also when no validation is scheduled before its end (valid_every 10**6 steps).
+    Negative control: without the room kept for it, the run overruns."""
     real = evaluate.stream_nll
 
-    def slow(cfg, P, ids, progress=None):           # 0.4 ms a token: 3.2 s for the whole validation text
-        time.sleep(4e-4 * len(ids))
+    def slow(cfg, P, ids, progress=None):           # 0.6 ms a token: about 5 s for the whole validation text
+        time.sleep(6e-4 * len(ids))
         return real(cfg, P, ids, progress)
     monkeypatch.setattr(evaluate, "stream_nll", slow)
     if not keep_room:
@@ -29,15 +30,15 @@ def test_time_budget_covers_the_final_figure_on_a_slow_machine(tmp_path, monkeyp
     data = load_corpus([corpus], valid_fraction=0.09)
     assert len(data.valid) > 7000
     cfg = ModelConfig(hidden=8, embed=8, layers=1, vocab_size=len(data.vocab))
-    tc = TrainConfig(batch_size=4, seq_len=8, time_budget=6, valid_every=20)
+    tc = TrainConfig(batch_size=4, seq_len=8, time_budget=6, valid_every=valid_every)
     began = time.perf_counter()
     res = train(data, tmp_path / "m.safetensors", cfg, tc, progress=False, log=lambda m: None, threads=1)
     wall = time.perf_counter() - began
     assert res.stopped_by == "time-budget"
     if keep_room:
-        assert wall <= 6 + 1.0, wall
+        assert wall <= 6 + 2.0, (wall, res.seconds, res.steps)   # setup before the clock starts: < 2 s
     else:
-        assert wall > 6 + 2.5, wall
+        assert wall > 6 + 4.0, wall
 
 
 def test_info_gives_the_summary_validation_figure(tmp_path):
