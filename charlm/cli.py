@@ -16,6 +16,8 @@ import sys
 import click
 
 from charlm import __version__
+from charlm.options import (Finite, json_option, model_options, optimizer_options, pick, run_options, threads_option,
+                            tokenizer_options)
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 2
@@ -41,6 +43,12 @@ class CharlmGroup(click.Group):
             return super().invoke(ctx)
         except click.exceptions.Exit:
             raise
+        except click.UsageError as e:        # a bad value, a missing argument, an unknown option: one line and
+            if ctx.obj and ctx.obj.get("debug"):    # exit 1 like every other problem with an option (2 is
+                raise                               # an internal error)
+            where = e.ctx.command_path if e.ctx else ctx.command_path
+            click.echo(f"charlm: error: {e.format_message().rstrip('.')} (see '{where} -h')", err=True)
+            sys.exit(EXIT_ERROR)
         except click.ClickException:
             raise
         except BrokenPipeError:              # `charlm ... | head`: the reader left; stop quietly
@@ -93,15 +101,6 @@ def model_option(f):
                         help="Model file (else $CHARLM_MODEL, else ./model.safetensors).")(f)
 
 
-def json_option(f):
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
-
-
-def threads_option(f):
-    return click.option("--threads", type=click.IntRange(min=1), default=None,
-                        help="CPU threads for the kernels (default: all cores).")(f)
-
-
 def set_threads(n):
     """Size Numba's thread pool to n, if Numba has not loaded yet (BLAS runs single-threaded inside
     charlm's calls). Each command also runs its work inside compute_threads(n), which sets how many of the
@@ -146,78 +145,27 @@ def main(ctx, debug):
 
 @main.command(context_settings=CONTEXT)
 @click.argument("corpus", nargs=-1, required=True, type=click.Path())
-@click.option("-o", "--out", default="model.safetensors", show_default=True, type=click.Path(dir_okay=False),
-              help="Where the model goes (the best on validation, or the last with --keep last). The run "
-                   "state for --resume goes beside it, in OUT.state.")
-@click.option("--level", type=click.Choice(["char", "word", "bpe"]), default="char", show_default=True,
-              help="Tokens: characters, words, or byte-pair-encoding subwords learned from the text.")
+@tokenizer_options(levels=("char", "word", "bpe"),
+                   level_help="Tokens: characters, words, or byte-pair-encoding subwords learned from the text.")
 @click.option("--vocab-size", "bpe_vocab_size", type=click.IntRange(min=258), default=None,
               help="--level bpe: tokens of the byte-pair encoding learned from the training text [default: 4000].")
 @click.option("--tokenize", type=click.Choice(["whitespace", "words"]), default="whitespace", show_default=True,
               help="--level word: split at whitespace only (pre-tokenized text), or also split punctuation and "
                    "symbols from words (raw text; docs/language-model.md).")
-@click.option("--lowercase", is_flag=True, help="Lower-case the text before lookup.")
-@click.option("--min-count", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Tokens seen fewer times become <unk>.")
-@click.option("--max-vocab", type=click.IntRange(min=3), default=None,
-              help="Keep at most this many tokens (the two specials included).")
-@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True)
-@click.option("--activation", type=click.Choice(["tanh", "relu"]), default="tanh", show_default=True,
-              help="Nonlinearity of the rnn cell.")
-@click.option("--gru-variant", type=click.Choice(["full", "minimal"]), default="full", show_default=True,
-              help="GRU with reset and update gates, or the update gate only.")
-@click.option("--peephole", is_flag=True, help="LSTM with peephole connections.")
+@model_options(hidden=256, layers=2, bidirectional=False)
 @click.option("--bidirectional", is_flag=True, hidden=True)
-@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--embed", type=click.IntRange(min=1), default=None, help="Embedding size [default: hidden].")
 @click.option("--tie-weights", is_flag=True, help="Decoder shares the embedding (needs embed == hidden).")
-@click.option("--dropout", type=float, default=0.0, show_default=True,
-              help="Dropout between layers and before the decoder.")
-@click.option("--embed-dropout", type=float, default=0.0, show_default=True,
-              help="Dropout on the embedding (the first layer's input).")
+@optimizer_options(batch_size=32, dropout_help="Dropout between layers and before the decoder.")
 @click.option("--locked-dropout", is_flag=True,
               help="Drop the same units at every step of a window (variational dropout) instead of new "
                    "ones at each step.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--seq-len", type=int, default=64, show_default=True, help="Truncated-BPTT window.")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
-@click.option("--lr", type=float, default=None, help="Learning rate [default: 0.002 adam, 1.0 sgd].")
-@click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum.")
-@click.option("--lr-decay", type=float, default=1.0, show_default=True,
-              help="Divide the learning rate by this each time validation does not improve.")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
-              help="cosine: lr * (1 + cos(pi * f)) / 2, f the fraction of the run done (by --max-steps, "
-                   "--epochs or --time-budget, whichever ends it first).")
-@click.option("--clip", type=float, default=5.0, show_default=True, help="Global gradient-norm clip (0 = off).")
-@click.option("--epochs", type=float, default=0, help="Passes over the training text (0 = no limit).")
-@click.option("--max-steps", type=int, default=0,
-              help="Optimizer steps of the whole run, resumed sessions included (0 = no limit).")
-@click.option("--time-budget", type=float, default=0,
-              help="Seconds of training of the whole run, resumed sessions included (0 = no limit).")
+@click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True, help="Truncated-BPTT window.")
 @click.option("--valid", "valid_path", type=click.Path(), default=None, help="Validation text file.")
-@click.option("--valid-fraction", type=float, default=0.05, show_default=True,
+@click.option("--valid-fraction", type=Finite(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
               help="Without --valid: the corpus' tail held out for validation.")
-@click.option("--valid-every", type=int, default=0, help="Steps between validations (0 = about every minute).")
-@click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="What --out holds at the end.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
-              help="What to do with invalid UTF-8.")
-@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Also save the run state (and with --keep last the model) every N steps; it is always "
-                   "saved at each validation, on Ctrl-C and at the end.")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None,
               help="Start a new run from this model's architecture, tokenizer and weights (fine-tuning on new "
                    "text), with a fresh optimizer; characters or words it does not know read as <unk>.")
-@click.option("--resume", is_flag=True,
-              help="Continue the run saved at --out (OUT.state) exactly where it stopped. Model, data and "
-                   "batching options come from the run; given limits replace the run's (they count the "
-                   "whole run); --lr, --lr-schedule, --lr-decay, --clip, the dropouts, --valid-every, --keep may "
-                   "change.")
-@click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
-              help="A NaN or infinite loss or gradient: stop (exit 3, the last good state saved), or skip "
-                   "that step and go on.")
 @click.option("--labeled", is_flag=True,
               help="CORPUS holds LABEL<TAB>TEXT lines: train a language model conditioned on the label "
                    "(needs --valid in the same format); sample, score and perplexity then take --label.")
@@ -229,15 +177,13 @@ def main(ctx, debug):
 @click.option("--class-sampling", type=click.Choice(["none", "sqrt", "balanced"]), default="none", show_default=True,
               help="With --labeled: draw each epoch's lines with replacement so that labels with few lines come "
                    "up more often (balanced: every label the same share; sqrt: a share ∝ the root of its count).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@json_option
-@threads_option
+@run_options(out="model.safetensors", data="text",
+             resume_help="Continue the run saved at --out (OUT.state) exactly where it stopped. Model, data and "
+                         "batching options come from the run; given limits replace the run's (they count the "
+                         "whole run); --lr, --lr-schedule, --lr-decay, --clip, the dropouts, --valid-every, --keep "
+                         "may change.")
 @click.pass_context
-def train(ctx, corpus, out, level, bpe_vocab_size, tokenize, lowercase, min_count, max_vocab, cell, activation, gru_variant, peephole,
-          bidirectional, layers, hidden, embed, tie_weights, dropout, embed_dropout, locked_dropout, batch_size,
-          seq_len, optimizer, lr, momentum, lr_decay, lr_schedule, clip, epochs, max_steps, time_budget, valid_path, valid_fraction, valid_every,
-          keep, seed, encoding_errors, checkpoint_every, init_from, resume, on_nonfinite, labeled, condition, label_embed,
-          class_sampling, quiet, as_json, threads):
+def train(ctx, corpus, **options):
     """Train a language model on UTF-8 text files.
 
     Without --epochs, --max-steps or --time-budget, training runs one epoch. Ctrl-C (or SIGTERM) finishes
@@ -251,25 +197,26 @@ def train(ctx, corpus, out, level, bpe_vocab_size, tokenize, lowercase, min_coun
       charlm train ptb.train.txt --valid ptb.valid.txt --level word --hidden 200 --epochs 6
       charlm train input.txt --resume --max-steps 20000
     """
-    params = {name: value for name, value in locals().items() if name != "ctx"}    # every option, by name
+    params = {"corpus": corpus, **options}                                        # every option, by name
+    out, threads, quiet, as_json, lr = (options[k] for k in ("out", "threads", "quiet", "as_json", "lr"))
     set_threads(threads)
-    if labeled:
+    if options["labeled"]:
         from charlm.commands.conditional import train_labeled
         return train_labeled(ctx, params)
     from charlm.config import ModelConfig, TrainConfig
     from charlm.errors import CharlmError
-    if class_sampling != "none":
+    if options["class_sampling"] != "none":
         raise CharlmError("--class-sampling needs --labeled (labels to balance)")
     from charlm.bpe import DEFAULT_VOCAB_SIZE
     from charlm.train import load_corpus, train as run_training
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     state = None
-    if bidirectional:
+    if options["bidirectional"]:
         raise CharlmError("--bidirectional: a language model predicts each token from the ones before it, and "
                           "a backward direction would read the very token it must predict")
     _check_out(out)
-    if resume:
+    if options["resume"]:
         from charlm.resume import load_state, resume_options, state_path
         where = state_path(out)
         if not os.path.exists(where):
@@ -303,13 +250,7 @@ def train(ctx, corpus, out, level, bpe_vocab_size, tokenize, lowercase, min_coun
                           f"hidden {p['hidden']}")
     if lr is None:
         lr = 2e-3 if p["optimizer"] == "adam" else 1.0
-    tc = TrainConfig(batch_size=p["batch_size"], seq_len=p["seq_len"], optimizer=p["optimizer"], lr=lr,
-                     momentum=p["momentum"], lr_decay=p["lr_decay"], clip=p["clip"], dropout=p["dropout"],
-                     embed_dropout=p["embed_dropout"], locked_dropout=p["locked_dropout"],
-                     lr_schedule=p["lr_schedule"],
-                     epochs=p["epochs"], max_steps=p["max_steps"], time_budget=p["time_budget"],
-                     valid_fraction=p["valid_fraction"], valid_every=p["valid_every"], seed=p["seed"],
-                     keep=p["keep"])
+    tc = pick(TrainConfig, p, lr=lr)
     from charlm.engine import check_run_options
     check_run_options(tc)                                    # before reading the corpus
     if state is None and os.path.exists(out):
@@ -326,10 +267,8 @@ def train(ctx, corpus, out, level, bpe_vocab_size, tokenize, lowercase, min_coun
         if init[2] is not None:
             _report_unknown(log, data, p["init_from"])
     else:
-        cfg = ModelConfig(level=p["level"], cell=p["cell"], layers=p["layers"], hidden=p["hidden"], embed=p["embed"],
-                          vocab_size=len(data.vocab), unk_id=data.vocab.unk_id, eos_id=data.vocab.eos_id,
-                          lowercase=p["lowercase"], tied=p["tie_weights"], activation=p["activation"],
-                          gru_variant=p["gru_variant"], peephole=p["peephole"], tokenize=p["tokenize"])
+        cfg = pick(ModelConfig, p, vocab_size=len(data.vocab), unk_id=data.vocab.unk_id, eos_id=data.vocab.eos_id,
+                   tied=p["tie_weights"])
     log(f"{len(data.train):,} training and {len(data.valid):,} validation tokens, vocabulary {len(data.vocab):,}; "
         f"model {cfg.describe()}")
     if state is not None:
@@ -508,16 +447,18 @@ def _compile_notice(log):
 
 @main.command(context_settings=CONTEXT)
 @model_option
-@click.option("--temp", type=float, default=1.0, show_default=True, help="Temperature (> 0).")
-@click.option("--top-k", type=int, default=0, help="Sample among the k most likely tokens (0 = off).")
-@click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus: smallest set with this mass.")
+@click.option("--temp", type=Finite(min=0, min_open=True), default=1.0, show_default=True, help="Temperature (> 0).")
+@click.option("--top-k", type=click.IntRange(min=0), default=0, help="Sample among the k most likely tokens (0 = off).")
+@click.option("--top-p", type=Finite(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Nucleus: smallest set with this mass.")
 @click.option("--greedy", is_flag=True, help="Always take the most likely token.")
-@click.option("--beam", type=int, default=0, help="Beam search of this width for the most likely continuation.")
+@click.option("--beam", type=click.IntRange(min=0), default=0,
+              help="Beam search of this width for the most likely continuation (0 = off).")
 @click.option("--prime", default="", help="Text the output starts with; the model reads it first.")
-@click.option("--length", type=int, default=200, show_default=True, help="Tokens to generate.")
+@click.option("--length", type=click.IntRange(min=0), default=200, show_default=True, help="Tokens to generate.")
 @click.option("--stop-at-eos", is_flag=True, help="End a sample at its first end of line.")
-@click.option("--num-samples", type=int, default=1, show_default=True)
-@click.option("--seed", type=int, default=None, help="Same seed, same output.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Same seed, same output.")
 @click.option("--label", default=None, help="The label to generate for (a model trained with --labeled).")
 @json_option
 @threads_option
@@ -732,14 +673,8 @@ def info(model_path, as_json):
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True)
-@click.option("--activation", type=click.Choice(["tanh", "relu"]), default="tanh", show_default=True)
-@click.option("--gru-variant", type=click.Choice(["full", "minimal"]), default="full", show_default=True)
-@click.option("--peephole", is_flag=True)
+@model_options(hidden=512, layers=2, bidirectional=False)
 @click.option("--vocab", type=click.IntRange(min=2), default=65, show_default=True)
-@click.option("--embed", type=click.IntRange(min=1), default=None, help="[default: hidden]")
-@click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Timed windows.")
@@ -750,7 +685,7 @@ def info(model_path, as_json):
                    "equal-length batches.")
 @json_option
 @threads_option
-def bench(cell, activation, gru_variant, peephole, vocab, embed, hidden, layers, batch_size, seq_len, steps,
+def bench(cell, activation, gru_variant, peephole, layers, hidden, embed, vocab, batch_size, seq_len, steps,
           sample_tokens, ragged_from, as_json, threads):
     """Measure training, evaluation and sampling speed for a model shape on random data.
 

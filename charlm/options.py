@@ -4,10 +4,38 @@ Each group is a decorator adding its click options; its keyword arguments set th
 between commands. Parameter names are the config dataclass fields they fill (charlm.config), so a
 command builds its configs from the parsed values by name (`pick`). Only click is imported here:
 `charlm --help` stays fast.
+
+Every value is checked here, by its click type (ranges, choices, finite numbers), while the command line
+is parsed: a bad value is one `charlm: error:` line and exit 1 (charlm.cli), like every other problem with
+an option, before anything is read or written. The config dataclasses check again for callers of the
+Python API.
 """
 from __future__ import annotations
 
+import math
+
 import click
+
+
+class Finite(click.FloatRange):
+    """A FloatRange that also refuses inf and nan (click's own ranges let them through)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
+
+
+def threads_option(f):
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="CPU threads for the kernels (default: all cores).")(f)
 
 
 def _apply(options):
@@ -18,11 +46,12 @@ def _apply(options):
     return decorate
 
 
-def tokenizer_options(level="char"):
+def tokenizer_options(level="char", levels=("char", "word"),
+                      level_help="Tokens: characters, or whitespace-separated words."):
     """How text becomes tokens: --level, --lowercase, --min-count, --max-vocab, --encoding-errors."""
     return _apply([
-        click.option("--level", type=click.Choice(["char", "word"]), default=level, show_default=True,
-                     help="Tokens: characters, or whitespace-separated words."),
+        click.option("--level", type=click.Choice(list(levels)), default=level, show_default=True,
+                     help=level_help),
         click.option("--lowercase", is_flag=True, help="Lower-case the text before lookup."),
         click.option("--min-count", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Tokens seen fewer times become <unk>."),
@@ -54,40 +83,45 @@ def model_options(hidden=256, layers=2, bidirectional=True):
     return _apply(options)
 
 
-def optimizer_options(batch_size=32, lr_help="Learning rate [default: 0.002 adam, 1.0 sgd]."):
+def optimizer_options(batch_size=32, lr_help="Learning rate [default: 0.002 adam, 1.0 sgd].",
+                      dropout_help="Dropout between layers and before the output layer."):
     """How the parameters move: --batch-size, --optimizer, --lr, --momentum, --lr-decay, --lr-schedule,
     --clip, --dropout, --embed-dropout."""
     return _apply([
         click.option("--batch-size", type=click.IntRange(min=1), default=batch_size, show_default=True),
         click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help=lr_help),
-        click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+        click.option("--lr", type=Finite(min=0, min_open=True), default=None, help=lr_help),
+        click.option("--momentum", type=Finite(0, 1, max_open=True), default=0.0, show_default=True,
                      help="SGD momentum."),
-        click.option("--lr-decay", type=click.FloatRange(min=1), default=1.0, show_default=True,
+        click.option("--lr-decay", type=Finite(min=1), default=1.0, show_default=True,
                      help="Divide the learning rate by this each time validation does not improve."),
         click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant",
-                     show_default=True, help="cosine: lr * (1 + cos(pi * f)) / 2, f the fraction of the run done."),
-        click.option("--clip", type=click.FloatRange(min=0), default=5.0, show_default=True,
+                     show_default=True,
+                     help="cosine: lr * (1 + cos(pi * f)) / 2, f the fraction of the run done (by --max-steps, "
+                          "--epochs or --time-budget, whichever ends it first)."),
+        click.option("--clip", type=Finite(min=0), default=5.0, show_default=True,
                      help="Global gradient-norm clip (0 = off)."),
-        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-                     help="Dropout between layers and before the output layer."),
-        click.option("--embed-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+        click.option("--dropout", type=Finite(0, 1, max_open=True), default=0.0, show_default=True,
+                     help=dropout_help),
+        click.option("--embed-dropout", type=Finite(0, 1, max_open=True), default=0.0,
                      show_default=True, help="Dropout on the embedding (the first layer's input)."),
     ])
 
 
-def run_options(out="model.safetensors"):
-    """Run control, as `charlm train` has it: -o, --epochs, --max-steps, --time-budget, --valid-every,
+def run_options(out="model.safetensors", data="data",
+                resume_help="Continue the run saved at --out (OUT.state) exactly where it stopped; given limits "
+                            "replace the run's."):
+    """Run control, as every training command has it: -o, --epochs, --max-steps, --time-budget, --valid-every,
     --keep, --seed, --checkpoint-every, --resume, --on-nonfinite, -q, --json, --threads."""
     return _apply([
         click.option("-o", "--out", default=out, show_default=True, type=click.Path(dir_okay=False),
                      help="Where the model goes (the best on validation, or the last with --keep last); "
                           "the run state for --resume goes beside it, in OUT.state."),
-        click.option("--epochs", type=click.FloatRange(min=0), default=0,
-                     help="Passes over the training data (0 = no limit)."),
+        click.option("--epochs", type=Finite(min=0), default=0,
+                     help=f"Passes over the training {data} (0 = no limit)."),
         click.option("--max-steps", type=click.IntRange(min=0), default=0,
                      help="Optimizer steps of the whole run, resumed sessions included (0 = no limit)."),
-        click.option("--time-budget", type=click.FloatRange(min=0), default=0,
+        click.option("--time-budget", type=Finite(min=0), default=0,
                      help="Seconds of training of the whole run, resumed sessions included (0 = no limit)."),
         click.option("--valid-every", type=click.IntRange(min=0), default=0,
                      help="Steps between validations (0 = each epoch and about every minute)."),
@@ -97,15 +131,13 @@ def run_options(out="model.safetensors"):
         click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Also save the run state every N steps; it is always saved at each validation, "
                           "on Ctrl-C and at the end."),
-        click.option("--resume", is_flag=True,
-                     help="Continue the run saved at --out (OUT.state) exactly where it stopped; given limits "
-                          "replace the run's."),
+        click.option("--resume", is_flag=True, help=resume_help),
         click.option("--on-nonfinite", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
-                     help="A NaN or infinite loss: stop (exit 3, the last good state saved), or skip the step."),
+                     help="A NaN or infinite loss or gradient: stop (exit 3, the last good state saved), or "
+                          "skip that step and go on."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
-        click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="CPU threads for the kernels (default: all cores)."),
+        json_option,
+        threads_option,
     ])
 
 

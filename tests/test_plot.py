@@ -17,6 +17,7 @@ from charlm.cli import main
 from charlm.errors import CharlmError
 from charlm.commands.plot import plot_command
 from charlm.plot import MISSING_MATPLOTLIB, model_log_path, plot_log, read_log, summarize_log, summary_line
+import support
 from support import play, runner
 
 LOG_KEYS = {"step", "epoch", "tokens", "train_loss", "valid_loss", "valid_bpc", "lr", "grad_norm", "tok_s", "wall"}
@@ -316,14 +317,7 @@ def test_cli_default_out_and_model_path(cli, real_log):
 
 
 def one_line_error(res, *fragments):
-    assert res.exit_code == 1, (res.exit_code, res.output, res.exc_info)
-    assert isinstance(res.exception, SystemExit)
-    lines = res.stderr.strip("\n").split("\n")
-    assert lines[-1].startswith("charlm: error:") and "Traceback" not in res.stderr, res.stderr
-    assert sum(line.startswith("charlm: error:") for line in lines) == 1
-    for f in fragments:
-        assert f in lines[-1], (f, lines[-1])
-    assert res.stdout == ""
+    return support.one_line_error(res, *fragments, no_stdout=True)
 
 
 def test_cli_errors(cli, tmp_path, fake_log):
@@ -339,10 +333,8 @@ def test_cli_missing_matplotlib(cli, fake_log, tmp_path, monkeypatch):
 
 
 def test_cli_usage_errors(cli, fake_log):
-    res = cli("plot")
-    assert res.exit_code == 2 and "LOG..." in res.stderr
-    res = cli("plot", fake_log, "--x", "minutes")
-    assert res.exit_code == 2 and "minutes" in res.stderr
+    one_line_error(cli("plot"), "Missing argument 'LOG...'")
+    one_line_error(cli("plot", fake_log, "--x", "minutes"), "'minutes'")
 
 
 def test_cli_help(cli):

@@ -108,4 +108,4 @@ def test_cosine_and_plateau_decay_together_are_refused(tmp_path):
     r = invoke("train", corpus, "-o", tmp_path / "m.safetensors", *RUN, "--max-steps", 5, "--lr-decay", "2")
     one_line_error(r, "--lr-schedule cosine", "--lr-decay")
     r = invoke("train", corpus, "-o", tmp_path / "m.safetensors", "--embed-dropout", "1.0", "--max-steps", 5)
-    one_line_error(r, "--embed-dropout must be in [0, 1)")
+    one_line_error(r, "'--embed-dropout': 1.0 is not in the range 0<=x<1")

@@ -328,15 +328,16 @@ def test_train_json_is_strict(corpus, tmp_path):
 
 # --------------------------------------------------------------- 13-14. up-front checks, one line each
 
-UP_FRONT = {
-    "train --seed -1": (["train", "CORPUS", "--seed", "-1"], "--seed must be an integer >= 0"),
-    "train --epochs inf": (["train", "CORPUS", "--epochs", "inf"], "--epochs must be a finite number"),
-    "train --time-budget inf": (["train", "CORPUS", "--time-budget", "inf"], "--time-budget must be a finite"),
-    "train --lr inf": (["train", "CORPUS", "--lr", "inf"], "--lr must be a finite number"),
+UP_FRONT = {   # (arguments, fragment of the one line)
+    "train --seed -1": (["train", "CORPUS", "--seed", "-1"], "'--seed': -1 is not in the range x>=0"),
+    "train --epochs inf": (["train", "CORPUS", "--epochs", "inf"], "'--epochs': 'inf' is not a finite number"),
+    "train --time-budget inf": (["train", "CORPUS", "--time-budget", "inf"], "'--time-budget': 'inf' is not a finite"),
+    "train --lr inf": (["train", "CORPUS", "--lr", "inf"], "'--lr': 'inf' is not a finite number"),
+    "train --lr nan": (["train", "CORPUS", "--lr", "nan"], "'--lr': 'nan' is not a finite number"),
     "train -o sub/": (["train", "CORPUS", "-o", "sub/"], "names a folder"),
     "train -o ''": (["train", "CORPUS", "-o", ""], "--out is empty"),
     "train -o missing/m": (["train", "CORPUS", "-o", "missing/m.safetensors"], "does not exist"),
-    "sample --seed -1": (["sample", "-m", "MODEL", "--seed", "-1"], "--seed must be an integer >= 0"),
+    "sample --seed -1": (["sample", "-m", "MODEL", "--seed", "-1"], "'--seed': -1 is not in the range x>=0"),
 }
 
 
