@@ -8,12 +8,14 @@ Tokens of a text, in order:
 - A line's tokens are its code points (level "char") or its words (level "word"), then one EOS. Words are
   `line.split()` (tokenize "whitespace", the charlm/1 rule, right for pre-tokenized text such as Penn
   Treebank) or `split_words(line)` (tokenize "words", for raw text: punctuation and symbols apart from
-  letters and digits, see there).
+  letters and digits, see there). At level "bpe" a line's tokens are those of the byte-level BPE
+  tokenizer the vocabulary holds (charlm.bpe).
 - A token missing from the vocabulary is UNK. At word level the literal words "<unk>" and "<eos>" are
   UNK and EOS themselves (Penn Treebank marks rare words "<unk>"); they are never regular tokens.
 
 Ids: UNK and EOS first (ids 0 and 1 in a vocabulary built here), then the regular tokens by descending
-count, ties broken by the token string, so a vocabulary is a pure function of its counts.
+count, ties broken by the token string, so a vocabulary is a pure function of its counts (at level
+"bpe": the tokenizer's order, the 256 bytes then the merges).
 """
 from __future__ import annotations
 
