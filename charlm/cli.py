@@ -605,8 +605,8 @@ def perplexity(files, model_path, encoding_errors, quiet, as_json, threads):
     _compile_notice(lambda m: click.echo(m, err=True))
     bar = None
     if not quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-        bar = tqdm(unit="tok", unit_scale=True, file=sys.stderr, leave=False)
+        from charlm.progress import progress_bar
+        bar = progress_bar(unit="tok", unit_scale=True, leave=False)
     try:
         with compute_threads(threads):
             results = lm.perplexity(files, encoding_errors, progress=bar.update if bar else None)

@@ -619,5 +619,5 @@ class _StopSignals:
 def _progress_bar(total, initial, enabled):
     if not enabled:
         return None
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=True, file=sys.stderr)
+    from charlm.progress import progress_bar
+    return progress_bar(total=total, initial=initial, unit="step", leave=True)

@@ -216,15 +216,15 @@ def _fetch(fname: str, spec: dict, source: str | None, dest: Path, progress: boo
             _warn(f"{fname} is not in {source} and has no verified checksum: skipped")
             return False
         raise CharlmError(f"{fname} is missing from {source} (looked for {e})") from None
-    from tqdm import tqdm
+    from charlm.progress import progress_bar
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=dest, prefix="." + fname + ".", suffix=".part")
         h = hashlib.sha256()
         size = 0
-        with os.fdopen(fd, "wb") as out, stream, tqdm(
+        with os.fdopen(fd, "wb") as out, stream, progress_bar(
                 total=spec.get("size") or total, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=fname, file=sys.stderr, leave=False, disable=not progress) as bar:
+                desc=fname, leave=False, disable=not progress) as bar:
             while True:
                 try:
                     block = stream.read(_CHUNK)
