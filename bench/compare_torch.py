@@ -56,7 +56,7 @@ def main():
         rows.append((name, shape, med))
         setup = {k: got["charlm"][0].get(k) for k in ("threads", "threading_layer")}
         print(json.dumps({"shape": name, "charlm": med["charlm"], "torch": med["torch"]}), file=sys.stderr)
-    print(f"| shape (vocab, hidden, layers, batch, seq) | metric | charlm tok/s | PyTorch tok/s | ratio |")
+    print("| shape (vocab, hidden, layers, batch, seq) | metric | charlm tok/s | PyTorch tok/s | ratio |")
     print("|---|---|---|---|---|")
     for name, shape, med in rows:
         for m in METRICS:

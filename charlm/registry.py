@@ -19,7 +19,6 @@ anew) and raises CharlmError.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sys

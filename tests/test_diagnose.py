@@ -17,7 +17,7 @@ import pytest
 
 import reference as ref
 
-from charlm import diagnose, model
+from charlm import diagnose
 from charlm.cellnames import CELL_KINDS, cell_name, parse_cells
 from charlm.config import ModelConfig
 from support import CELLS, invoke, ok, one_line_error, shakespeare

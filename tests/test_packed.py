@@ -21,7 +21,7 @@ from charlm import model, packed
 from charlm.config import ModelConfig
 from charlm.errors import CharlmError
 from support import CELLS
-from test_model import EPS, GRAD_TOL, assert_all_below, directional_errors, rng_for
+from test_model import GRAD_TOL, assert_all_below, directional_errors, rng_for
 
 E, H, V = 4, 3, 7
 LENGTHS = [3, 5, 1, 5, 2, 4]          # unsorted, a length-1 sequence, a tie (5, 5)

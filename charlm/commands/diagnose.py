@@ -1,7 +1,6 @@
 """`charlm diagnose`: vanishing and exploding gradients made visible, measured and compared across cells."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 
