@@ -7,17 +7,26 @@ through the char BiRNN once (PyTorch: pack_padded_sequence), the sentences as a 
 per token. Rounds alternate charlm / PyTorch after a warm-up of each; the medians are reported and the
 tags of both are compared. Usage:
     python bench/tag_ewt.py MODEL DEV.conllu [--threads 2] [--rounds 5] [--batch 128] [--json]
+
+charlm is imported from this checkout, not from an installed copy: an older installed charlm (before
+threads.load_tbb) ran its kernels on Numba's OpenMP layer, which raised PyTorch's OpenMP threads from
+--threads 1 to 2 in the same process and made PyTorch's rounds about 40 times slower on a loaded
+machine. PyTorch's thread count is set again before each of its rounds and reported.
 """
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 
-from charlm import conllu
-from charlm.tagger import Tagger
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from charlm import conllu  # noqa: E402
+from charlm.tagger import Tagger  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("model")
@@ -55,6 +64,8 @@ pad = torch.nn.utils.rnn
 
 def torch_tag(sents):
     """The tag ids of every sentence, batched as charlm batches them."""
+    torch.set_num_threads(a.threads)
+    torch_threads.add(torch.get_num_threads())
     out = [None] * len(sents)
     order = np.argsort([len(s) for s in sents], kind="stable")
     with torch.inference_mode():
@@ -88,6 +99,7 @@ def charlm_tag(sents):
     return [p.argmax(axis=1) for p in tagger.probabilities(sents, batch_size=a.batch, threads=a.threads)]
 
 
+torch_threads = set()
 runs = {"charlm": [], "pytorch": []}
 results = {}
 for name, f in (("charlm", charlm_tag), ("pytorch", torch_tag)):
@@ -100,14 +112,16 @@ for _ in range(a.rounds):
 agree = float(np.mean(np.concatenate([x == y for x, y in zip(results["charlm"], results["pytorch"])])))
 med = {k: statistics.median(v) for k, v in runs.items()}
 report = {"model": a.model, "describe": cfg.describe(), "sentences": len(sentences), "words": words,
-          "threads": a.threads, "batch": a.batch, "rounds": a.rounds, "torch": torch.__version__,
+          "threads": a.threads, "torch_threads": sorted(torch_threads), "numba_layer": numba.threading_layer(),
+          "batch": a.batch, "rounds": a.rounds, "torch": torch.__version__,
           "seconds": runs, "words_per_s": {k: words / v for k, v in med.items()},
           "charlm_over_pytorch": med["pytorch"] / med["charlm"], "same_tags": agree}
 if a.json:
     print(json.dumps(report))
 else:
     print(f"{cfg.describe()}; {len(sentences):,} sentences, {words:,} words, batch {a.batch}, {a.threads} threads, "
-          f"median of {a.rounds} alternating rounds")
+          f"median of {a.rounds} alternating rounds (PyTorch threads {sorted(torch_threads)}, Numba layer "
+          f"{report['numba_layer']})")
     for k in ("charlm", "pytorch"):
         print(f"  {k:<8} {words / med[k]:>9,.0f} words/s  ({', '.join(f'{s:.2f}' for s in runs[k])} s)")
     print(f"  charlm / PyTorch: {report['charlm_over_pytorch']:.2f}x; same tags on {agree:.2%} of the words")
