@@ -196,6 +196,9 @@ def train(ctx, corpus, **options):
       charlm train input.txt --time-budget 300
       charlm train ptb.train.txt --valid ptb.valid.txt --level word --hidden 200 --epochs 6
       charlm train input.txt --resume --max-steps 20000
+      charlm train novel.txt --level word --tokenize words --time-budget 900
+      charlm train poems.txt --level bpe --vocab-size 8000 --time-budget 900
+      charlm train new.txt --init-from model.safetensors -o tuned.safetensors --time-budget 300
     """
     params = {"corpus": corpus, **options}                                        # every option, by name
     out, threads, quiet, as_json, lr = (options[k] for k in ("out", "threads", "quiet", "as_json", "lr"))
