@@ -254,8 +254,6 @@ def train(ctx, corpus, **options):
     if lr is None:
         lr = 2e-3 if p["optimizer"] == "adam" else 1.0
     tc = pick(TrainConfig, p, lr=lr)
-    from charlm.engine import check_run_options
-    check_run_options(tc)                                    # before reading the corpus
     if state is None and os.path.exists(out):
         from charlm.resume import state_path
         hint = " (add --resume to continue the run saved there)" if os.path.exists(state_path(out)) else ""

@@ -430,22 +430,22 @@ class RunConfig:
 
     def __post_init__(self):
         checks = [
-            (_posint(self.batch_size), f"--batch-size must be a positive integer, got {self.batch_size!r}"),
-            (self.optimizer in ("adam", "sgd"), f"--optimizer must be adam or sgd, got {self.optimizer!r}"),
-            (self.lr > 0, f"--lr must be > 0, got {self.lr!r}"),
-            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum!r}"),
-            (self.lr_decay >= 1, f"--lr-decay must be >= 1, got {self.lr_decay!r}"),
-            (self.clip >= 0, f"--clip must be >= 0 (0 = off), got {self.clip!r}"),
-            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout!r}"),
+            (_posint(self.batch_size), f"batch_size must be a positive integer, got {self.batch_size!r}"),
+            (self.optimizer in ("adam", "sgd"), f"optimizer must be adam or sgd, got {self.optimizer!r}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr!r}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}"),
+            (self.lr_decay >= 1, f"lr_decay must be >= 1, got {self.lr_decay!r}"),
+            (self.clip >= 0, f"clip must be >= 0 (0 = off), got {self.clip!r}"),
+            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout!r}"),
             (self.lr_schedule in ("constant", "cosine"),
-             f"--lr-schedule must be constant or cosine, got {self.lr_schedule!r}"),
+             f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}"),
             (self.lr_schedule == "constant" or self.lr_decay == 1,
-             f"--lr-schedule cosine sets the learning rate itself: drop --lr-decay {self.lr_decay!r}"),
-            (self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs!r}"),
-            (self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps!r}"),
-            (self.time_budget >= 0, f"--time-budget must be >= 0, got {self.time_budget!r}"),
-            (self.valid_every >= 0, f"--valid-every must be >= 0, got {self.valid_every!r}"),
-            (self.keep in ("best", "last"), f"--keep must be best or last, got {self.keep!r}"),
+             f"lr_schedule cosine sets the learning rate itself: drop lr_decay {self.lr_decay!r}"),
+            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs!r}"),
+            (self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps!r}"),
+            (self.time_budget >= 0, f"time_budget must be >= 0, got {self.time_budget!r}"),
+            (self.valid_every >= 0, f"valid_every must be >= 0, got {self.valid_every!r}"),
+            (self.keep in ("best", "last"), f"keep must be best or last, got {self.keep!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -468,9 +468,9 @@ class TrainConfig(RunConfig):
     def __post_init__(self):
         super().__post_init__()
         checks = [
-            (_posint(self.seq_len), f"--seq-len must be a positive integer, got {self.seq_len!r}"),
-            (0 <= self.embed_dropout < 1, f"--embed-dropout must be in [0, 1), got {self.embed_dropout!r}"),
-            (0 < self.valid_fraction < 1, f"--valid-fraction must be in (0, 1), got {self.valid_fraction!r}"),
+            (_posint(self.seq_len), f"seq_len must be a positive integer, got {self.seq_len!r}"),
+            (0 <= self.embed_dropout < 1, f"embed_dropout must be in [0, 1), got {self.embed_dropout!r}"),
+            (0 < self.valid_fraction < 1, f"valid_fraction must be in (0, 1), got {self.valid_fraction!r}"),
         ]
         for ok, message in checks:
             if not ok:

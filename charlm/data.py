@@ -317,7 +317,7 @@ def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
 
     Row b holds ids[b*N:(b+1)*N]; the last N_total - B*N tokens are dropped.
     """
-    _check_positive("--batch-size", batch_size)
+    _check_positive("batch_size", batch_size)
     n = len(ids) // batch_size
     return np.ascontiguousarray(ids[: batch_size * n], dtype=np.int32).reshape(batch_size, n)  # (B, N)
 
@@ -335,6 +335,6 @@ def check_enough(ids: np.ndarray, batch_size: int, seq_len: int, what: str) -> N
                           f"x --seq-len {seq_len} (needs {need}): use a smaller --batch-size or --seq-len")
 
 
-def _check_positive(option: str, value: int) -> None:
+def _check_positive(name: str, value: int) -> None:
     if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
-        raise CharlmError(f"{option} must be a positive integer, got {value!r}")
+        raise CharlmError(f"{name} must be a positive integer, got {value!r}")

@@ -146,9 +146,9 @@ def run(task, out, *, progress: bool = True, log=lambda msg: print(msg, file=sys
     run_config: JSON-able facts about how the run was started, stored in the run state for --resume.
     """
     if on_nonfinite not in NONFINITE_POLICIES:
-        raise CharlmError(f"--on-nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
+        raise CharlmError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
     if isinstance(checkpoint_every, bool) or not (isinstance(checkpoint_every, int) and checkpoint_every >= 0):
-        raise CharlmError(f"--checkpoint-every must be an integer >= 0, got {checkpoint_every!r}")
+        raise CharlmError(f"checkpoint_every must be an integer >= 0, got {checkpoint_every!r}")
     check_run_options(task.tc)
     runfiles.check_out_path(out)
     if resume is not None:
@@ -166,10 +166,10 @@ def check_run_options(tc) -> None:
         v = getattr(tc, name, 0)
         if isinstance(v, float) and not math.isfinite(v):
             what = " (0 = no limit)" if name in ("epochs", "time_budget") else ""
-            raise CharlmError(f"--{name.replace('_', '-')} must be a finite number{what}, got {v}")
+            raise CharlmError(f"{name} must be a finite number{what}, got {v}")
     seed = getattr(tc, "seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise CharlmError(f"--seed must be an integer >= 0, got {seed!r}")
+        raise CharlmError(f"seed must be an integer >= 0, got {seed!r}")
 
 
 def run_outputs(out) -> list[tuple[str, str]]:

@@ -142,9 +142,21 @@ def run_options(out="model.safetensors", data="data",
 
 
 def pick(cls, values: dict, **overrides):
-    """An instance of dataclass `cls` from the parsed option values of the same names."""
+    """An instance of dataclass `cls` from the parsed option values of the same names. The dataclass names
+    its fields in what it refuses (`lr_decay must be >= 1`); here, where they came from the command line,
+    the message names the options instead (`--lr-decay must be >= 1`)."""
     import dataclasses
+    import re
+
+    from charlm.errors import CharlmError
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in values.items() if k in names}
     kwargs.update(overrides)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except CharlmError as e:
+        given = sorted(names & values.keys(), key=len, reverse=True)
+        if not given:
+            raise
+        pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, given)) + r")(?!\w)")
+        raise CharlmError(pattern.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from e

@@ -171,7 +171,7 @@ def test_batchify_makes_contiguous_rows():
     streams = data.batchify(np.arange(11, dtype=np.int64), 3)
     assert streams.dtype == np.int32 and streams.flags.c_contiguous
     assert streams.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-    with pytest.raises(CharlmError, match="--batch-size"):
+    with pytest.raises(CharlmError, match="batch_size must be a positive integer"):
         data.batchify(np.arange(11), 0)
 
 

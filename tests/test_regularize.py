@@ -16,7 +16,8 @@ import pytest
 
 import reference as ref
 from charlm import model
-from charlm.config import ModelConfig
+from charlm.config import ModelConfig, TrainConfig
+from charlm.errors import CharlmError
 from support import invoke, ok, one_line_error, shakespeare
 
 T, B = 6, 5
@@ -107,5 +108,7 @@ def test_cosine_and_plateau_decay_together_are_refused(tmp_path):
     corpus.write_text(shakespeare(4000), encoding="utf-8")
     r = invoke("train", corpus, "-o", tmp_path / "m.safetensors", *RUN, "--max-steps", 5, "--lr-decay", "2")
     one_line_error(r, "--lr-schedule cosine", "--lr-decay")
+    with pytest.raises(CharlmError, match="lr_schedule cosine sets the learning rate itself: drop lr_decay"):
+        TrainConfig(lr_schedule="cosine", lr_decay=2.0)          # the library names its fields, not flags
     r = invoke("train", corpus, "-o", tmp_path / "m.safetensors", "--embed-dropout", "1.0", "--max-steps", 5)
     one_line_error(r, "'--embed-dropout': 1.0 is not in the range 0<=x<1")
