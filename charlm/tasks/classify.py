@@ -41,11 +41,11 @@ class ClassifyTrainConfig(RunConfig):
     def __post_init__(self):
         super().__post_init__()
         checks = [
-            (0 <= self.embed_dropout < 1, f"--embed-dropout must be in [0, 1), got {self.embed_dropout!r}"),
-            (self.class_weights in CLASS_WEIGHTS, f"--class-weights must be one of {CLASS_WEIGHTS}"),
-            (self.class_sampling in CLASS_SAMPLING, f"--class-sampling must be one of {tuple(CLASS_SAMPLING)}"),
-            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing!r}"),
-            (self.select in SELECTS, f"--select must be one of {SELECTS}, got {self.select!r}"),
+            (0 <= self.embed_dropout < 1, f"embed_dropout must be in [0, 1), got {self.embed_dropout!r}"),
+            (self.class_weights in CLASS_WEIGHTS, f"class_weights must be one of {CLASS_WEIGHTS}"),
+            (self.class_sampling in CLASS_SAMPLING, f"class_sampling must be one of {tuple(CLASS_SAMPLING)}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}"),
+            (self.select in SELECTS, f"select must be one of {SELECTS}, got {self.select!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -35,7 +35,7 @@ class ConditionalTrainConfig(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.class_sampling not in CLASS_SAMPLING:
-            raise CharlmError(f"--class-sampling must be one of {tuple(CLASS_SAMPLING)}, got {self.class_sampling!r}")
+            raise CharlmError(f"class_sampling must be one of {tuple(CLASS_SAMPLING)}, got {self.class_sampling!r}")
 
 
 class ConditionalLMTask:
