@@ -290,6 +290,19 @@ def test_init_from_a_language_model(files, tmp_path):
     one_line_error(r, "--init-from", "hidden 32 (the model has 16)")
 
 
+def test_init_from_a_language_model_that_splits_words_otherwise_is_refused(files, tmp_path):
+    """A `--tokenize words` language model read its text split at punctuation too; a classifier started from
+    it would split at whitespace and look up other tokens than the model learned: refused in one line."""
+    text = tmp_path / "names.txt"
+    text.write_text("\n".join(t for _, t in names(400, 1)) + "\n", encoding="utf-8")
+    lm = tmp_path / "lm.safetensors"
+    ok(invoke("train", text, "-o", lm, "--level", "word", "--tokenize", "words", "--hidden", "16", "--embed", "16",
+              "--layers", "1", "--batch-size", "4", "--seq-len", "4", "--max-steps", "3", "--threads", "1", "-q"))
+    r = invoke("classify", "train", files["train"], "--valid", files["valid"], "-o", tmp_path / "c.safetensors",
+               "--init-from", lm, "--level", "word", "--hidden", "16", "--embed", "16", "--layers", "1")
+    one_line_error(r, "--init-from", "--tokenize words", "whitespace only")
+
+
 @pytest.mark.skipif(not (corpora_dir() / "names" / "train.tsv").is_file(), reason="the names corpus is absent")
 def test_on_real_names(tmp_path):
     rows = (corpora_dir() / "names" / "train.tsv").read_text(encoding="utf-8").splitlines()

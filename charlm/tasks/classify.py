@@ -255,6 +255,10 @@ def encoder_from_lm(path, cfg: ClassifyConfig) -> tuple[dict, Vocab]:
     if cfg.bidirectional:
         raise CharlmError(f"--init-from {path}: a language model has no right-to-left layers to start a "
                           f"bidirectional encoder from: drop --bidirectional")
+    if lm.config.tokenize != "whitespace":     # the classifier would split its texts otherwise than the LM did
+        raise CharlmError(f"--init-from {path}: the language model splits words with --tokenize "
+                          f"{lm.config.tokenize}; a classifier splits at whitespace only: start from a model "
+                          f"trained with --tokenize whitespace")
     vocab = Vocab(lm.vocab, lm.config.level, lm.config.lowercase, lm.config.unk_id, lm.config.eos_id)
     init = {k: v for k, v in lm.params.items() if k == "embedding.weight" or k.startswith("rnn.")}
     return init, vocab
