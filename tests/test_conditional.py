@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 import reference as ref
-from charlm import conditional, evaluate, generate
+from charlm import conditional, evaluate
 from charlm.config import ConditionalConfig
 from support import CELLS, invoke, ok, one_line_error
 
