@@ -126,11 +126,11 @@ g2p: install
 # lower-cased) whose input is the word embedding beside a char bi-LSTM (100 per direction) over the word's
 # letters; trains on DATA/en_ewt-ud-train.conllu for 19.5 minutes, keeps the best model by accuracy on
 # DATA/en_ewt-ud-dev.conllu, evaluates on the dev split and, when present, on DATA/en_ewt-ud-test.conllu.
-# COLUMN=xpos for the Penn Treebank tags; ARGS adds options (ARGS="--no-char --threads 1"). On a loaded
-# 2-core machine --threads 1 trains several times faster than 2 (docs/tag.md). DATA=folder holding the
-# UD EWT .conllu files
+# COLUMN=xpos for the Penn Treebank tags; ARGS adds options (ARGS="--no-char --threads 1"). On a 2-core
+# machine other programs keep busy, --threads 1 trains several times faster than 2 (docs/tag.md).
+# DATA=folder holding the UD EWT .conllu files
 EWT_TRAIN = --lowercase --layers 2 --hidden 128 --embed 128 --char-embed 64 --char-hidden 100 --dropout 0.4 \
-            --embed-dropout 0.2 --word-dropout-alpha 1 --lr 0.003 --lr-schedule cosine --batch-size 64 \
+            --embed-dropout 0.2 --word-dropout-alpha 0.25 --lr 0.003 --lr-schedule cosine --batch-size 64 \
             --valid-every 98 --time-budget 1170
 ewt: DATA ?= $(SHARED)/corpora/ud-ewt
 ewt: OUT ?= out/ewt
