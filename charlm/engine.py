@@ -44,9 +44,9 @@ The task interface (duck-typed; charlm.tasks.lm.LMTask is the reference implemen
 A time budget covers the whole command: the loop stops early enough to leave room for what follows it
 (a last validation, the saves, the task's final figures), as long as the last validation and save took,
 plus the task's final_seconds. A timed run that has not validated by a tenth of its budget validates
-then (unscheduled: it leaves the learning-rate schedule alone) to have that measure. Both are measured while the run goes, so they follow the machine's load
-(a 300 s budget once ran 444 s on a busy machine: the exact single-stream figure after the loop was not
-counted).
+then (unscheduled: it leaves the learning-rate schedule alone) to have that measure. Both are measured
+while the run goes, so they follow the machine's load (a 300 s budget once ran 444 s on a busy
+machine: the exact single-stream figure after the loop was not counted).
 
 A step k does everything that belongs to it (update, epoch rollover, a scheduled validation and its
 learning-rate decay, a checkpoint) before a stop is considered, so a stop at k leaves the run exactly as
@@ -207,8 +207,9 @@ def check_resume(st: RunState, task, where) -> None:
     if cfg != st.config:
         diff = [f"{k} {getattr(cfg, k)!r} (the run has {getattr(st.config, k)!r})"
                 for k in cfg.__dataclass_fields__ if getattr(cfg, k) != getattr(st.config, k)]
+        other_vocab = getattr(cfg, "vocab_size", None) != getattr(st.config, "vocab_size", None)
         raise CharlmError(f"--resume: the model does not match the run saved in {where}: {', '.join(diff)}"
-                          f"{new_text if 'vocab_size' in ''.join(diff) else ''}")
+                          f"{new_text if other_vocab else ''}")
     if task.vocab != st.vocab:
         raise CharlmError(f"--resume: the data give another vocabulary than the run saved in {where}; "
                           f"resume with the same files and options, or start a new run without --resume{new_text}")
