@@ -16,8 +16,8 @@ import sys
 import click
 
 from charlm import __version__
-from charlm.options import (Finite, json_option, model_options, optimizer_options, pick, run_options, threads_option,
-                            tokenizer_options)
+from charlm.options import (Finite, class_sampling_option, json_option, model_options, optimizer_options, pick,
+                            run_options, threads_option, tokenizer_options)
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 2
@@ -174,9 +174,7 @@ def main(ctx, debug):
                    "layer's initial state.")
 @click.option("--label-embed", type=click.IntRange(min=1), default=16, show_default=True,
               help="With --labeled: size of the label embedding.")
-@click.option("--class-sampling", type=click.Choice(["none", "sqrt", "balanced"]), default="none", show_default=True,
-              help="With --labeled: draw each epoch's lines with replacement so that labels with few lines come "
-                   "up more often (balanced: every label the same share; sqrt: a share ∝ the root of its count).")
+@class_sampling_option("lines", prefix="With --labeled: ")
 @run_options(out="model.safetensors", data="text",
              resume_help="Continue the run saved at --out (OUT.state) exactly where it stopped. Model, data and "
                          "batching options come from the run; given limits replace the run's (they count the "

@@ -29,6 +29,30 @@ class Finite(click.FloatRange):
         return v
 
 
+class SamplingShare(click.ParamType):
+    """--class-sampling: none, sqrt, balanced, or the power q itself, a number in [0, 1] (kept as text,
+    the form the training config stores; charlm.tasks.classify.sampling_power reads it)."""
+
+    name = "none|sqrt|balanced|Q"
+
+    def convert(self, value, param, ctx):
+        from charlm.errors import CharlmError
+        from charlm.tasks.classify import sampling_power
+        try:
+            q = sampling_power(str(value))
+        except CharlmError:
+            self.fail(f"{value!r} is none, sqrt, balanced or a number from 0 to 1", param, ctx)
+        return value if value in ("none", "sqrt", "balanced") else f"{q:g}"
+
+
+def class_sampling_option(items="texts", prefix=""):
+    text = (f"draw each epoch's {items} with replacement so that labels with few {items} come up more often: "
+             f"label c gets a share ∝ count_c^Q; balanced is Q = 0 (every label the same share), sqrt "
+             f"Q = 0.5, none Q = 1 (the data as it is).")
+    return click.option("--class-sampling", type=SamplingShare(), default="none", show_default=True,
+                        help=prefix + text if prefix else text[0].upper() + text[1:])
+
+
 def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
 

@@ -16,7 +16,9 @@ from charlm import buckets, classify
 from charlm.checkpoint import load_model
 from charlm.classifier import Classifier
 from charlm.config import ClassifyConfig
+from charlm.errors import CharlmError
 from charlm.resume import load_state, save_state, state_path
+from charlm.tasks.classify import sampling_power
 from support import CELLS, corpora_dir, invoke, ok, one_line_error
 
 SYLLABLES = {"Kalo": ["ka", "lo", "mi", "ta", "no"], "Bergish": ["berg", "sch", "mann", "ot", "wald"],
@@ -230,6 +232,25 @@ def test_class_sampling_and_smoothing_resume_bit_for_bit(files, tmp_path):
     assert not all(np.array_equal(c.params[k], b.params[k]) for k in b.params)
     meta = load_model(ref, task="classify").meta
     assert sum(json.loads(meta["label_counts"])) == 400
+
+
+def test_class_sampling_takes_the_power_itself(files, tmp_path):
+    """--class-sampling Q draws as the named powers do (0.5 is sqrt, bit for bit), stores Q as given;
+    a Q outside [0, 1] or a word that is not a name is a one-line error before any work."""
+    assert sampling_power("0.75") == 0.75 and sampling_power("balanced") == 0.0 and sampling_power("1") == 1.0
+    for bad in ("1.5", "-0.1", "nan", "half", ""):
+        with pytest.raises(CharlmError, match="class_sampling"):
+            sampling_power(bad)
+    named, numeric = tmp_path / "s.safetensors", tmp_path / "h.safetensors"
+    train(files, named, "--max-steps", "6", "--class-sampling", "sqrt")
+    train(files, numeric, "--max-steps", "6", "--class-sampling", ".50")
+    a, b = load_state(state_path(named)), load_state(state_path(numeric))
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert b.train_config["class_sampling"] == "0.5"
+    for bad in ("2", "nan", "half"):
+        one_line_error(invoke("classify", "train", files["train"], "--valid", files["valid"], "-o",
+                              tmp_path / "x.safetensors", "--class-sampling", bad), "--class-sampling", bad)
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_prior_correction(files, tmp_path):

@@ -14,7 +14,7 @@ def _dumps(obj) -> str:
     from charlm.cli import _dumps as dumps
     return dumps(obj)
 
-from charlm.options import model_options, optimizer_options, pick, run_options, tokenizer_options
+from charlm.options import class_sampling_option, model_options, optimizer_options, pick, run_options, tokenizer_options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -46,10 +46,7 @@ def classify():
 @click.option("--class-weights", type=click.Choice(["none", "balanced", "sqrt"]), default="none", show_default=True,
               help="balanced: weigh each label's examples by 1 / its frequency in the loss; sqrt: by the "
                    "square root of that (a milder correction for imbalanced labels).")
-@click.option("--class-sampling", type=click.Choice(["none", "sqrt", "balanced"]), default="none", show_default=True,
-              help="Draw each epoch's texts with replacement so that small labels come up more often: balanced "
-                   "gives every label the same share of the batches, sqrt a share proportional to the root "
-                   "of its count.")
+@class_sampling_option("texts")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Train towards (1 - e) one-hot + e / labels instead of the one-hot label.")
 @click.option("--select", type=click.Choice(["accuracy", "macro_f1"]), default="accuracy", show_default=True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -28,22 +29,37 @@ CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 CLASS_SAMPLING = {"none": 1.0, "sqrt": 0.5, "balanced": 0.0}     # the power q of buckets.sampled_batches
 
 
+def sampling_power(value: str) -> float:
+    """The power q of buckets.sampled_batches that a --class-sampling value names: none 1, sqrt ½,
+    balanced 0, or the number itself (a decimal in [0, 1]); CharlmError for anything else."""
+    if value in CLASS_SAMPLING:
+        return CLASS_SAMPLING[value]
+    try:
+        q = float(value)
+    except (TypeError, ValueError):
+        q = math.nan
+    if not 0.0 <= q <= 1.0:                 # also refuses nan
+        raise CharlmError(f"class_sampling must be one of {tuple(CLASS_SAMPLING)} or a number in [0, 1], "
+                          f"got {value!r}")
+    return q
+
+
 @dataclass(frozen=True)
 class ClassifyTrainConfig(RunConfig):
     """The classifier's training options: the engine's, and how its batches and loss are made."""
     embed_dropout: float = _opt(0.0, CHANGEABLE)   # p of dropping a unit of the embedding
     class_weights: str = _opt("none", FIXED)       # "balanced": class c weighs S / (C count_c); "sqrt": its root
-    class_sampling: str = _opt("none", FIXED)      # draw texts so label c gets a share ∝ count_c^q (q 1, ½, 0)
+    class_sampling: str = _opt("none", FIXED)      # draw texts so label c gets a share ∝ count_c^q (sampling_power)
     label_smoothing: float = _opt(0.0, CHANGEABLE)  # ε: the target is (1 - ε) one-hot + ε / C
     select: str = _opt("accuracy", FIXED)          # the validation metric that keeps the best model
     freeze_encoder: bool = _opt(False, CHANGEABLE)  # train the head only (embedding and stack fixed)
 
     def __post_init__(self):
         super().__post_init__()
+        sampling_power(self.class_sampling)
         checks = [
             (0 <= self.embed_dropout < 1, f"embed_dropout must be in [0, 1), got {self.embed_dropout!r}"),
             (self.class_weights in CLASS_WEIGHTS, f"class_weights must be one of {CLASS_WEIGHTS}"),
-            (self.class_sampling in CLASS_SAMPLING, f"class_sampling must be one of {tuple(CLASS_SAMPLING)}"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}"),
             (self.select in SELECTS, f"select must be one of {SELECTS}, got {self.select!r}"),
         ]
@@ -165,7 +181,7 @@ class ClassifyTask:
             if tc.class_sampling == "none":
                 b = buckets.batches(self.lengths, tc.batch_size, tc.seed, epoch)
             else:
-                b = buckets.sampled_batches(self.lengths, self.data.train_y, CLASS_SAMPLING[tc.class_sampling],
+                b = buckets.sampled_batches(self.lengths, self.data.train_y, sampling_power(tc.class_sampling),
                                             tc.batch_size, tc.seed, epoch)
             self._epoch_batches = (epoch, b)
         return self._epoch_batches[1]

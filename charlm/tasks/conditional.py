@@ -20,7 +20,7 @@ import numpy as np
 from charlm import buckets, checkpoint, conditional
 from charlm.config import FIXED, ConditionalConfig, TrainConfig, _opt
 from charlm.errors import CharlmError, ModelFileError
-from charlm.tasks.classify import ARCH_OPTIONS as CLASSIFY_ARCH, CLASS_SAMPLING, LabeledData, _digest
+from charlm.tasks.classify import ARCH_OPTIONS as CLASSIFY_ARCH, LabeledData, _digest, sampling_power
 
 ARCH_OPTIONS = {k: v for k, v in CLASSIFY_ARCH.items() if k != "pooling"}
 ARCH_OPTIONS.update(tie_weights="tied", condition="condition", label_embed="label_embed")
@@ -30,12 +30,11 @@ DATA_OPTIONS = ("min_count", "max_vocab", "encoding_errors", "format")
 @dataclass(frozen=True)
 class ConditionalTrainConfig(TrainConfig):
     """A language model's training options, and how the labeled lines are drawn."""
-    class_sampling: str = _opt("none", FIXED)      # draw lines so label c gets a share ∝ count_c^q (q 1, ½, 0)
+    class_sampling: str = _opt("none", FIXED)      # draw lines so label c gets a share ∝ count_c^q (sampling_power)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.class_sampling not in CLASS_SAMPLING:
-            raise CharlmError(f"class_sampling must be one of {tuple(CLASS_SAMPLING)}, got {self.class_sampling!r}")
+        sampling_power(self.class_sampling)
 
 
 class ConditionalLMTask:
@@ -76,7 +75,7 @@ class ConditionalLMTask:
             if getattr(tc, "class_sampling", "none") == "none":
                 b = buckets.batches(self.lengths, tc.batch_size, tc.seed, epoch)
             else:
-                b = buckets.sampled_batches(self.lengths, self.data.train_y, CLASS_SAMPLING[tc.class_sampling],
+                b = buckets.sampled_batches(self.lengths, self.data.train_y, sampling_power(tc.class_sampling),
                                             tc.batch_size, tc.seed, epoch)
             self._epoch_batches = (epoch, b)
         return self._epoch_batches[1]
