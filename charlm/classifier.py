@@ -2,7 +2,7 @@
 
 Two kinds, one interface: a discriminative classifier (`charlm classify train`), and a language model
 conditioned on labels (`charlm train --labeled`) classifying by Bayes' rule (GenerativeClassifier);
-`load_classifier` picks by what the file holds.
+`load_classifier` picks by what the file holds, and given several files makes an Ensemble of them.
 
     import charlm
     clf = charlm.load("names.safetensors")            # a classifier file gives a Classifier
@@ -123,6 +123,36 @@ class GenerativeClassifier(Classifier):
         return classify.correct_prior(prob, self.log_prior, self.prior_correction)
 
 
+class Ensemble(Classifier):
+    """Classifiers of the same labels as one, by the mean of their probabilities:
+        p(y | x) = (1/M) Σ_m p_m(y | x)
+    Members may differ in kind, architecture and tokenizer (each reads the texts its own way). The
+    ensemble's prior is the mean of the members' log priors (the same when they were trained on the
+    same file); a prior correction applies to the mean, not to each member."""
+
+    def __init__(self, members: list[Classifier], paths=None):
+        from charlm.errors import CharlmError
+        paths = [str(p) for p in (paths or range(len(members)))]
+        for m, path in zip(members[1:], paths[1:]):
+            if m.labels != members[0].labels:
+                raise CharlmError(f"{path}: its labels ({', '.join(m.labels[:4])}, ...) are not those of "
+                                  f"{paths[0]} ({', '.join(members[0].labels[:4])}, ...): an ensemble needs "
+                                  f"models of the same labels")
+        priors = [m.log_prior for m in members]
+        log_prior = None if any(p is None for p in priors) else np.mean(priors, axis=0)
+        super().__init__(None, None, members[0].labels, {}, {}, log_prior)
+        self.members = members
+
+    @property
+    def num_params(self) -> int:
+        return sum(m.num_params for m in self.members)
+
+    def probabilities(self, texts, threads: int | None = None) -> np.ndarray:
+        """The members' mean p(label | text), (len(texts), C), after the ensemble's prior correction."""
+        prob = np.mean([m.probabilities(texts, threads) for m in self.members], axis=0)
+        return classify.correct_prior(prob, self.log_prior, self.prior_correction)
+
+
 def read_log_prior(path, meta, C: int):
     """log of the training label shares from a classifier file's `label_counts`; None when absent."""
     import json
@@ -141,12 +171,18 @@ def read_log_prior(path, meta, C: int):
 
 def load_classifier(path, prior_correction: float = 0.0) -> Classifier:
     """The classifier at `path`: discriminative, or generative when the file is a conditional LM; with
-    its prior corrected by `prior_correction` (Classifier)."""
+    its prior corrected by `prior_correction` (Classifier). A list of several paths gives their Ensemble."""
     from charlm.checkpoint import file_task, read_metadata
+    if isinstance(path, (list, tuple)):
+        if len(path) > 1:
+            return Ensemble([load_classifier(p) for p in path], path).set_prior_correction(prior_correction)
+        if not path:
+            from charlm.errors import CharlmError
+            raise CharlmError("no classifier file given")
+        path = path[0]
     meta = read_metadata(path)
     if file_task(meta) == "lm" and "conditional" in meta:
         clf = GenerativeClassifier.load(path)
     else:
         clf = Classifier.load(path)
     return clf.set_prior_correction(prior_correction)
-

@@ -253,6 +253,35 @@ def test_class_sampling_takes_the_power_itself(files, tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_ensemble_is_the_mean_of_its_members(files, tmp_path):
+    """-m A -m B: p(y|x) = (p_A + p_B) / 2, in predict, evaluate and the API alike; the prior correction
+    applies to the mean with the members' mean prior; members of other labels are a one-line error."""
+    from charlm.classifier import Ensemble, load_classifier
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    train(files, a, "--max-steps", "30")
+    train(files, b, "--max-steps", "30", "--cell", "gru", "--pooling", "max", "--seed", "5")
+    texts = ["Kalomi", "Bergwald", "Vexqu", "Tamino"]
+    ens, A, B = load_classifier([a, b]), load_classifier(a), load_classifier(b)
+    assert isinstance(ens, Ensemble) and ens.num_params == A.num_params + B.num_params
+    mean = (A.probabilities(texts) + B.probabilities(texts)) / 2
+    np.testing.assert_allclose(ens.probabilities(texts), mean, rtol=1e-12)
+    assert not np.allclose(mean, A.probabilities(texts), atol=1e-3)            # the members differ
+    lines = ok(invoke("classify", "predict", "-m", a, "-m", b, *texts, "--json", "-q")).stdout.splitlines()
+    for line, p in zip(lines, mean):
+        assert json.loads(line)["probability"] == pytest.approx(p.max(), rel=1e-9)
+    rep = json.loads(ok(invoke("classify", "evaluate", "-m", a, "-m", b, files["valid"], "--json")).stdout)
+    api = ens.evaluate(files["valid"])
+    assert rep["confusion"] == api["confusion"] and rep["loss"] == pytest.approx(api["loss"])
+    hand = mean / np.exp(ens.log_prior)
+    np.testing.assert_allclose(load_classifier([a, b], 1.0).probabilities(texts),
+                               hand / hand.sum(axis=1, keepdims=True), rtol=1e-9)
+    other = tmp_path / "o.tsv"
+    write(other, [(label.upper(), text) for label, text in names(200, 3)])
+    c = tmp_path / "c.safetensors"
+    ok(invoke("classify", "train", other, "--valid", other, "-o", c, *TRAIN, "--max-steps", "2"))
+    one_line_error(invoke("classify", "predict", "-m", a, "-m", c, "Kalo"), str(c), "same labels")
+
+
 def test_prior_correction(files, tmp_path):
     """p_tau(y|x) ∝ p(y|x) / p(y)^tau by hand; through the CLI it moves predictions towards the rarer
     label; a file without label counts refuses it."""

@@ -244,3 +244,22 @@ def test_judge_reports_novelty_and_the_corrected_and_uncorrected_accuracy(files,
     assert f"without it, judge accuracy {s['judge_accuracy_uncorrected']:.4f}" in text
     plain = json.loads(ok(invoke(*args, "--json")).stdout)
     assert plain["judge_accuracy"] == pytest.approx(s["judge_accuracy_uncorrected"])
+
+
+def test_judge_by_an_ensemble(files, tmp_path):
+    """--judge A --judge B: the samples judged by the mean of the two classifiers' probabilities."""
+    from charlm.classifier import load_classifier
+    from charlm.lm import LanguageModel
+    gen, a, b = tmp_path / "g.safetensors", tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    ok(invoke("train", files / "train.tsv", "--labeled", "--valid", files / "valid.tsv", "-o", gen, "--hidden", "16",
+              "--layers", "1", "--batch-size", "16", "--lr", "0.01", "--max-steps", "40", "--threads", "1", "-q"))
+    for out, seed in ((a, "1"), (b, "2")):
+        ok(invoke("classify", "train", files / "train.tsv", "--valid", files / "valid.tsv", "-o", out, "--hidden", "8",
+                  "--max-steps", "8", "--seed", seed, "--threads", "1", "-q"))
+    s = json.loads(ok(invoke("classify", "judge", "-m", gen, "--judge", a, "--judge", b, "-n", "10", "--threads", "1",
+                             "--json")).stdout)
+    lm, ens = LanguageModel.load(gen), load_classifier([a, b])
+    for i, (label, row) in enumerate(zip(lm.labels, s["labels"])):
+        texts = [t.strip() for t in lm.sample(length=60, temp=0.8, stop_at_eos=True, num_samples=10, seed=i,
+                                              label=label)]
+        assert row["judge_accuracy"] == pytest.approx(np.mean([p.label == label for p in ens.predict(texts)]))

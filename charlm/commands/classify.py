@@ -146,8 +146,9 @@ def _texts(texts, file):
 
 @classify.command(context_settings=CONTEXT)
 @click.argument("texts", nargs=-1)
-@click.option("-m", "--model", "model_path", default="classifier.safetensors", show_default=True,
-              type=click.Path(dir_okay=False), help="Classifier file.")
+@click.option("-m", "--model", "model_path", multiple=True, default=["classifier.safetensors"], show_default=True,
+              type=click.Path(dir_okay=False),
+              help="Classifier file; -m A -m B ... classify with their ensemble (the mean of the probabilities).")
 @click.option("-f", "--file", type=click.Path(), default=None, help="Classify each line of this file.")
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Show the K best labels.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
@@ -186,8 +187,9 @@ def _printable(text: str) -> str:
 
 @classify.command(context_settings=CONTEXT)
 @click.argument("test", type=click.Path())
-@click.option("-m", "--model", "model_path", default="classifier.safetensors", show_default=True,
-              type=click.Path(dir_okay=False), help="Classifier file.")
+@click.option("-m", "--model", "model_path", multiple=True, default=["classifier.safetensors"], show_default=True,
+              type=click.Path(dir_okay=False),
+              help="Classifier file; -m A -m B ... classify with their ensemble (the mean of the probabilities).")
 @click.option("--format", "format", type=click.Choice(["auto", "tsv", "fasttext"]), default="auto", show_default=True)
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
@@ -244,8 +246,9 @@ def report_text(r: dict) -> str:
 @classify.command(context_settings=CONTEXT)
 @click.option("-m", "--model", "model_path", required=True, type=click.Path(dir_okay=False),
               help="A language model trained with --labeled (the generator).")
-@click.option("--judge", "judge_path", required=True, type=click.Path(dir_okay=False),
-              help="A classifier that judges whether each sample has the label it was generated for.")
+@click.option("--judge", "judge_path", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="A classifier that judges whether each sample has the label it was generated for (given "
+                   "several times: their ensemble).")
 @click.option("--judge-prior-correction", "judge_prior", type=float, default=0.0, show_default=True, metavar="TAU",
               help="The judge's --prior-correction (see classify predict). The samples come N per label, so "
                    "their labels are uniform, not the judge's training shares: TAU 1 is Bayes' rule for that "
