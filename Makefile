@@ -96,7 +96,7 @@ names: install
 # languages, Bayes'-rule classification of valid.tsv, and, when the names recipe's classifiers are in JUDGE,
 # the judge accuracy and novelty of 50 samples per language at temperature 0.8.
 # DATA=folder holding train.tsv, valid.tsv
-NAMES_GEN_TRAIN = --labeled --label-embed 64 --cell lstm --layers 1 --hidden 256 --embed 64 --dropout 0.3 \
+NAMES_GEN_TRAIN = --labeled --label-embed 128 --cell lstm --layers 1 --hidden 256 --embed 64 --dropout 0.3 \
                   --class-sampling 0.6 --lr 0.003 --lr-schedule cosine --valid-every 300 --epochs 10 --threads 1
 names-gen: DATA ?= $(SHARED)/corpora/names
 names-gen: OUT ?= out/names-gen
