@@ -42,10 +42,18 @@ def make_corpus(path, lines=400, seed=0) -> Path:
     return Path(path)
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def charlm(*args, cwd, **kw) -> subprocess.Popen:
+    """charlm in a child process whose Ctrl-C is Python's KeyboardInterrupt even when the suite itself runs
+    in the background (`make test &`): a shell starts background commands with SIGINT ignored, and a child
+    inherits that."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, "-m", "charlm", *[str(a) for a in args]], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint, **kw)
 
 
 def wait_until(condition, proc, timeout=60.0):
