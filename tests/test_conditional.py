@@ -182,6 +182,10 @@ def test_labels_are_required_and_checked(files, tmp_path):
     one_line_error(invoke("sample", "-m", plain, "--label", "Kalo"), "not conditioned on labels")
     one_line_error(invoke("train", files / "train.tsv", "--labeled", "-o", tmp_path / "x.safetensors"),
                    "--labeled: give --valid")
+    single = tmp_path / "one.tsv"
+    single.write_text("Kalo\tKami\nKalo\tKalomi\n", encoding="utf-8")
+    one_line_error(invoke("train", single, "--labeled", "--valid", single, "-o", tmp_path / "x.safetensors"),
+                   "every line has the label 'Kalo'", "conditioned on labels needs at least two")
 
 
 def test_class_sampling_resumes_bit_for_bit_and_balances(files, tmp_path):

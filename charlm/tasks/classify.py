@@ -93,8 +93,8 @@ def load_data(train_path, valid_path, level="char", lowercase=False, min_count=1
     va = labeled.read(valid_path, format, encoding_errors)
     labels = sorted(set(tr.labels))
     if len(labels) < 2:
-        raise CharlmError(f"{train_path}: every line has the label {labels[0]!r}; a classifier needs at "
-                          f"least two labels")
+        raise CharlmError(f"{train_path}: every line has the label {labels[0]!r}; a classifier or a language "
+                          f"model conditioned on labels needs at least two")
     if vocab is None:
         counts = Counter()
         for text in tr.texts:
