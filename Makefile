@@ -109,7 +109,7 @@ names-gen: install
 	$(CHARLM) classify evaluate -m $(OUT)/model.safetensors $(DATA)/valid.tsv
 	@if ls $(JUDGE) >/dev/null 2>&1; then $(CHARLM) classify judge -m $(OUT)/model.safetensors \
 	$(foreach j,$(JUDGE),--judge $(j)) --train $(DATA)/train.tsv --threads 1; \
-	else echo "no classifier at $(JUDGE) (make names makes one): judge accuracy not measured"; fi
+	else echo "no classifiers at $(JUDGE) (make names makes them): judge accuracy not measured"; fi
 
 # Grapheme to phoneme (encoder-decoder with attention): trains on DATA/train.tsv with DATA/valid.tsv for
 # 30 minutes, keeps the best model by validation word error rate, evaluates on DATA/valid.tsv (greedy and
