@@ -42,7 +42,7 @@ class SamplingShare(click.ParamType):
             q = sampling_power(str(value))
         except CharlmError:
             self.fail(f"{value!r} is none, sqrt, balanced or a number from 0 to 1", param, ctx)
-        return value if value in ("none", "sqrt", "balanced") else f"{q:g}"
+        return value if value in ("sqrt", "balanced") else "none" if q == 1.0 else f"{q:g}"
 
 
 def class_sampling_option(items="texts", prefix=""):

@@ -235,7 +235,7 @@ def test_class_sampling_and_smoothing_resume_bit_for_bit(files, tmp_path):
 
 
 def test_class_sampling_takes_the_power_itself(files, tmp_path):
-    """--class-sampling Q draws as the named powers do (0.5 is sqrt, bit for bit), stores Q as given;
+    """--class-sampling Q draws as the named powers do (0.5 is sqrt, 1 is none, bit for bit), stores Q;
     a Q outside [0, 1] or a word that is not a name is a one-line error before any work."""
     assert sampling_power("0.75") == 0.75 and sampling_power("balanced") == 0.0 and sampling_power("1") == 1.0
     for bad in ("1.5", "-0.1", "nan", "half", ""):
@@ -247,6 +247,12 @@ def test_class_sampling_takes_the_power_itself(files, tmp_path):
     a, b = load_state(state_path(named)), load_state(state_path(numeric))
     assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
     assert b.train_config["class_sampling"] == "0.5"
+    plain, one = tmp_path / "n.safetensors", tmp_path / "1.safetensors"
+    train(files, plain, "--max-steps", "6")
+    train(files, one, "--max-steps", "6", "--class-sampling", "1.0")          # Q = 1: each text once, as none
+    c, d = load_state(state_path(plain)), load_state(state_path(one))
+    assert d.train_config["class_sampling"] == "none"
+    assert all(np.array_equal(c.params[k], d.params[k]) for k in c.params)
     for bad in ("2", "nan", "half"):
         one_line_error(invoke("classify", "train", files["train"], "--valid", files["valid"], "-o",
                               tmp_path / "x.safetensors", "--class-sampling", bad), "--class-sampling", bad)
