@@ -18,9 +18,29 @@ q = ½ lies between; the draw comes from default_rng([seed, epoch, 1]), so it to
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from charlm.errors import CharlmError
+
+
+CLASS_SAMPLING = {"none": 1.0, "sqrt": 0.5, "balanced": 0.0}     # the power q of sampled_batches, by name
+
+
+def sampling_power(value: str) -> float:
+    """The power q of sampled_batches that a --class-sampling value names: none 1, sqrt ½,
+    balanced 0, or the number itself (a decimal in [0, 1]); CharlmError for anything else."""
+    if value in CLASS_SAMPLING:
+        return CLASS_SAMPLING[value]
+    try:
+        q = float(value)
+    except (TypeError, ValueError):
+        q = math.nan
+    if not 0.0 <= q <= 1.0:                 # also refuses nan
+        raise CharlmError(f"class_sampling must be one of {tuple(CLASS_SAMPLING)} or a number in [0, 1], "
+                          f"got {value!r}")
+    return q
 
 
 def batches(lengths, batch_size: int, seed: int = 0, epoch: int = 0, max_tokens: int = 0,

@@ -31,13 +31,13 @@ class Finite(click.FloatRange):
 
 class SamplingShare(click.ParamType):
     """--class-sampling: none, sqrt, balanced, or the power q itself, a number in [0, 1] (kept as text,
-    the form the training config stores; charlm.tasks.classify.sampling_power reads it)."""
+    the form the training config stores; charlm.buckets.sampling_power reads it)."""
 
     name = "none|sqrt|balanced|Q"
 
     def convert(self, value, param, ctx):
         from charlm.errors import CharlmError
-        from charlm.tasks.classify import sampling_power
+        from charlm.buckets import sampling_power
         try:
             q = sampling_power(str(value))
         except CharlmError:

@@ -18,7 +18,7 @@ from charlm.classifier import Classifier
 from charlm.config import ClassifyConfig
 from charlm.errors import CharlmError
 from charlm.resume import load_state, save_state, state_path
-from charlm.tasks.classify import sampling_power
+from charlm.buckets import sampling_power
 from support import CELLS, corpora_dir, invoke, ok, one_line_error
 
 SYLLABLES = {"Kalo": ["ka", "lo", "mi", "ta", "no"], "Bergish": ["berg", "sch", "mann", "ot", "wald"],

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from charlm import buckets, checkpoint, classify, labeled
+from charlm.buckets import sampling_power
 from charlm.config import CHANGEABLE, FIXED, ClassifyConfig, RunConfig, _opt
 from charlm.errors import CharlmError, ModelFileError
 from charlm.metrics import classification_report
@@ -26,24 +26,6 @@ from charlm.vocab import Vocab, normalize
 
 SELECTS = ("accuracy", "macro_f1")
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
-CLASS_SAMPLING = {"none": 1.0, "sqrt": 0.5, "balanced": 0.0}     # the power q of buckets.sampled_batches
-
-
-def sampling_power(value: str) -> float:
-    """The power q of buckets.sampled_batches that a --class-sampling value names: none 1, sqrt ½,
-    balanced 0, or the number itself (a decimal in [0, 1]); CharlmError for anything else."""
-    if value in CLASS_SAMPLING:
-        return CLASS_SAMPLING[value]
-    try:
-        q = float(value)
-    except (TypeError, ValueError):
-        q = math.nan
-    if not 0.0 <= q <= 1.0:                 # also refuses nan
-        raise CharlmError(f"class_sampling must be one of {tuple(CLASS_SAMPLING)} or a number in [0, 1], "
-                          f"got {value!r}")
-    return q
-
-
 @dataclass(frozen=True)
 class ClassifyTrainConfig(RunConfig):
     """The classifier's training options: the engine's, and how its batches and loss are made."""

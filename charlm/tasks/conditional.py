@@ -20,7 +20,8 @@ import numpy as np
 from charlm import buckets, checkpoint, conditional
 from charlm.config import FIXED, ConditionalConfig, TrainConfig, _opt
 from charlm.errors import CharlmError, ModelFileError
-from charlm.tasks.classify import ARCH_OPTIONS as CLASSIFY_ARCH, LabeledData, _digest, sampling_power
+from charlm.buckets import sampling_power
+from charlm.tasks.classify import ARCH_OPTIONS as CLASSIFY_ARCH, LabeledData, _digest
 
 ARCH_OPTIONS = {k: v for k, v in CLASSIFY_ARCH.items() if k != "pooling"}
 ARCH_OPTIONS.update(tie_weights="tied", condition="condition", label_embed="label_embed")
