@@ -45,11 +45,15 @@ class Classifier:
         self.log_prior = log_prior           # (C,) log of the training shares, None when the file lacks them
         self.prior_correction = 0.0
 
-    def set_prior_correction(self, tau: float) -> "Classifier":
+    def check_prior_correction(self, tau: float) -> None:
+        """Refuse a correction tau != 0 when the file has no training label counts to correct by."""
         from charlm.errors import CharlmError
         if tau and self.log_prior is None:
             raise CharlmError("this classifier file has no training label counts (made before they were "
                               "saved): --prior-correction needs them; retrain it")
+
+    def set_prior_correction(self, tau: float) -> "Classifier":
+        self.check_prior_correction(tau)
         self.prior_correction = float(tau)
         return self
 

@@ -248,6 +248,13 @@ def test_judge_reports_novelty_and_the_corrected_and_uncorrected_accuracy(files,
     assert f"without it, judge accuracy {s['judge_accuracy_uncorrected']:.4f}" in text
     plain = json.loads(ok(invoke(*args, "--json")).stdout)
     assert plain["judge_accuracy"] == pytest.approx(s["judge_accuracy_uncorrected"])
+    from charlm.checkpoint import load_model, save_model
+    m = load_model(clf, task="classify")
+    uncounted = tmp_path / "uncounted.safetensors"
+    save_model(uncounted, m.params, m.config, m.vocab, {k: v for k, v in m.meta.items() if k in ("task", "labels")})
+    args[args.index(clf)] = uncounted
+    ok(invoke(*args, "-n", "2"))
+    one_line_error(invoke(*args, "--judge-prior-correction", "1"), "no training label counts")
 
 
 def test_judge_by_an_ensemble(files, tmp_path):

@@ -279,8 +279,7 @@ def judge(model_path, judge_path, judge_prior, train_path, num_samples, temp, ma
         raise CharlmError(f"-m {model_path}: not a conditional language model (train one with charlm train --labeled)")
     from charlm.classify import correct_prior
     clf = load_classifier(judge_path)
-    clf.set_prior_correction(judge_prior)                # checks that the file has its label counts
-    clf.prior_correction = 0.0                           # applied below, beside the uncorrected figure
+    clf.check_prior_correction(judge_prior)              # applied below, beside the uncorrected figure
     seen = set(labeled.read(train_path).texts) if train_path else None
     rows = []
     for i, label in enumerate(gen.labels):
