@@ -16,8 +16,8 @@ import sys
 import click
 
 from charlm import __version__
-from charlm.options import (Finite, class_sampling_option, json_option, model_options, optimizer_options, pick,
-                            run_options, threads_option, tokenizer_options)
+from charlm.options import (Finite, as_flags, class_sampling_option, json_option, model_options, optimizer_options,
+                            pick, run_options, threads_option, tokenizer_options)
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 2
@@ -473,8 +473,10 @@ def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_
     """
     set_threads(threads)
     from charlm.generate import check_sampling_options, check_seed
-    check_sampling_options(temp, top_k, top_p, length, num_samples, beam)
-    check_seed(seed)
+    given = {"temp", "top_k", "top_p", "length", "num_samples", "beam", "seed", "label"}
+    with as_flags(given):
+        check_sampling_options(temp, top_k, top_p, length, num_samples, beam)
+        check_seed(seed)
     lm = _load_lm(model_path)
     from charlm.generate import unknown_in_prime
     unknown = unknown_in_prime(lm.vocab, prime)
@@ -483,7 +485,7 @@ def sample(model_path, temp, top_k, top_p, greedy, beam, prime, length, stop_at_
         click.echo(f"note: --prime has {len(unknown)} token{'s' if len(unknown) > 1 else ''} the model does not "
                    f"know, read as <unk>: {_printable(shown)}", err=True)
     _compile_notice(lambda m: click.echo(m, err=True))
-    with compute_threads(threads):
+    with compute_threads(threads), as_flags(given):
         texts = lm.sample(length=length, temp=temp, top_k=top_k, top_p=top_p, greedy=greedy, prime=prime,
                           stop_at_eos=stop_at_eos, num_samples=num_samples, seed=seed, beam=beam, label=label)
     for i, text in enumerate(texts):
@@ -523,7 +525,7 @@ def score(texts, model_path, file, per_token, label, as_json, threads):
         raise CharlmError("nothing to score: give TEXT arguments or --file")
     lm = _load_lm(model_path)
     _compile_notice(lambda m: click.echo(m, err=True))
-    with compute_threads(threads):
+    with compute_threads(threads), as_flags({"per_token", "label"}):
         scores = lm.score(texts, per_token=per_token, label=label)
     for s in scores:
         if as_json:

@@ -36,23 +36,23 @@ def interruptible(kernel, *args):
 def check_sampling_options(temp, top_k, top_p, length, num_samples, beam=0):
     """One-line errors for option values no sampler can use (beam 0 = sampling, not beam search)."""
     if not temp > 0:
-        raise CharlmError(f"--temp must be > 0, got {temp}")
+        raise CharlmError(f"temp must be > 0, got {temp}")
     if top_k < 0:
-        raise CharlmError(f"--top-k must be >= 0 (0 = off), got {top_k}")
+        raise CharlmError(f"top_k must be >= 0 (0 = off), got {top_k}")
     if not 0 < top_p <= 1:
-        raise CharlmError(f"--top-p must be in (0, 1], got {top_p}")
+        raise CharlmError(f"top_p must be in (0, 1], got {top_p}")
     if length < 0:
-        raise CharlmError(f"--length must be >= 0, got {length}")
+        raise CharlmError(f"length must be >= 0, got {length}")
     if num_samples < 1:
-        raise CharlmError(f"--num-samples must be >= 1, got {num_samples}")
+        raise CharlmError(f"num_samples must be >= 1, got {num_samples}")
     if beam < 0:
-        raise CharlmError(f"--beam must be >= 1 (0 = off), got {beam}")
+        raise CharlmError(f"beam must be >= 1 (0 = off), got {beam}")
 
 
 def check_seed(seed) -> None:
-    """--seed: None (fresh randomness) or an integer >= 0 (numpy's generators take no negative seeds)."""
+    """seed: None (fresh randomness) or an integer >= 0 (numpy's generators take no negative seeds)."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise CharlmError(f"--seed must be an integer >= 0, got {seed!r}")
+        raise CharlmError(f"seed must be an integer >= 0, got {seed!r}")
 
 
 def prime_ids(vocab, prime: str) -> np.ndarray:
@@ -145,7 +145,7 @@ def beam_ids(cfg, P, prefix: np.ndarray, length: int, width: int, stop_at_eos: b
     """Beam search of `width` for the most likely `length` tokens after prefix (starting with EOS).
     Returns the hypotheses found, best first, as a list of (int32 ids, total natural-log probability)."""
     if width < 1:
-        raise CharlmError(f"--beam must be >= 1, got {width}")
+        raise CharlmError(f"beam must be >= 1, got {width}")
     if length <= 0:
         return [(np.zeros(0, np.int32), 0.0)]
     weights = _weights(cfg, P, width, len(prefix) + length)

@@ -142,13 +142,13 @@ class LanguageModel:
         the model itself, or what a conditional model is for `label` (charlm.conditional.fold)."""
         if self.labels is None:
             if label is not None:
-                raise CharlmError(f"--label {label}: this model is not conditioned on labels (train one with "
+                raise CharlmError(f"label {label!r}: this model is not conditioned on labels (train one with "
                                   f"charlm train --labeled)")
             return self.config, self.params, None
         if label is None:
-            raise CharlmError(f"this model is conditioned on labels: give --label, one of {_some(self.labels)}")
+            raise CharlmError(f"this model is conditioned on labels: label must be one of {_some(self.labels)}")
         if label not in self.labels:
-            raise CharlmError(f"--label {label!r}: the model knows the labels {_some(self.labels)}")
+            raise CharlmError(f"label {label!r}: the model knows the labels {_some(self.labels)}")
         from charlm import conditional
         return conditional.fold(self.config, self.params, self.labels.index(label))
 
@@ -176,10 +176,10 @@ class LanguageModel:
         prefix = np.concatenate([[self.vocab.eos_id], generate.prime_ids(self.vocab, prime)]).astype(np.int32)
         if beam:
             if state0 is not None:
-                raise CharlmError("--beam: not for a model conditioned through its initial state (--condition "
-                                  "state); sample instead")
+                raise CharlmError("beam: not for a model conditioned through its initial state (trained with "
+                                  "--condition state); sample instead")
             if num_samples > beam:
-                raise CharlmError(f"--num-samples {num_samples} is more than --beam {beam} can return")
+                raise CharlmError(f"num_samples {num_samples} is more than beam {beam} can return")
             with compute_threads():
                 beams = generate.beam_ids(cfg, P, prefix, length, beam, stop_at_eos)[:num_samples]
             return [generate.render(self.vocab, prime, ids, stop_at_eos) for ids, _ in beams]
@@ -195,13 +195,6 @@ class LanguageModel:
                                                    rng, state0)
         return [generate.render(self.vocab, prime, s, stop_at_eos) for s in ids]
 
-    def beam_search(self, prefix, length: int, width: int, num: int = 1, stop_at_eos: bool = False):
-        """The `num` best continuations (ids, natural-log probability) of prefix ids (starting with EOS)."""
-        if num > width:
-            raise CharlmError(f"--num-samples {num} is more than --beam {width} can return")
-        with compute_threads():
-            return generate.beam_ids(self.config, self.params, prefix, length, width, stop_at_eos)[:num]
-
     def score(self, texts, per_token: bool = False, label: str | None = None) -> list[Score]:
         """Score each text as a stream of its own (fresh state, EOS first input, final EOS scored); for a
         conditional model, log p(text | label)."""
@@ -214,8 +207,8 @@ class LanguageModel:
                 sums, per = evaluate.streams_nll(cfg, P, streams, per_token=per_token)
             else:                            # conditioned through the initial state: the packed path
                 if per_token:
-                    raise CharlmError("--per-token: not for a model conditioned through its initial state "
-                                      "(--condition state)")
+                    raise CharlmError("per_token: not for a model conditioned through its initial state "
+                                      "(trained with --condition state)")
                 from charlm import conditional
                 lab = [self.labels.index(label)] * len(streams)
                 sums, per = conditional.text_nll(self.config, self.params, [s[:-1] for s in streams], lab,

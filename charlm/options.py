@@ -12,7 +12,9 @@ Python API.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 
 import click
 
@@ -170,17 +172,24 @@ def pick(cls, values: dict, **overrides):
     its fields in what it refuses (`lr_decay must be >= 1`); here, where they came from the command line,
     the message names the options instead (`--lr-decay must be >= 1`)."""
     import dataclasses
-    import re
-
-    from charlm.errors import CharlmError
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in values.items() if k in names}
     kwargs.update(overrides)
-    try:
+    with as_flags(names & values.keys()):
         return cls(**kwargs)
+
+
+@contextlib.contextmanager
+def as_flags(names):
+    """Inside it, a CharlmError that names any of the Python parameters `names` (top_k) says the
+    command-line options instead (--top-k): the library speaks of its arguments, a command of the options
+    they came from. A name inside a path or a longer word (label.tsv, --labeled) is left alone."""
+    from charlm.errors import CharlmError
+    try:
+        yield
     except CharlmError as e:
-        given = sorted(names & values.keys(), key=len, reverse=True)
-        if not given:
-            raise
-        pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, given)) + r")(?!\w)")
-        raise CharlmError(pattern.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from e
+        given = sorted(names, key=len, reverse=True)
+        if given:
+            pattern = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, given)) + r")(?![\w/-]|\.\w)")
+            e.args = (pattern.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(e)),)
+        raise

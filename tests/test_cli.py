@@ -486,6 +486,24 @@ def test_error_bad_sampling_options(models, args, fragment):
     assert_one_line_error(invoke("sample", "-m", models["char"], *args), fragment)
 
 
+def test_the_library_names_its_arguments_and_the_command_its_options(models):
+    """LanguageModel.sample(top_p=0) says top_p; `charlm sample --top-p 0` says --top-p (options.as_flags),
+    leaving the same word inside a path or a longer word alone."""
+    from charlm.errors import CharlmError, ModelFileError
+    from charlm.lm import LanguageModel
+    from charlm.options import as_flags
+    lm = LanguageModel.load(models["char"])
+    for kwargs, said in (({"top_p": 0}, "top_p must be in (0, 1]"), ({"temp": -1}, "temp must be > 0"),
+                         ({"num_samples": 3, "beam": 2}, "num_samples 3 is more than beam 2")):
+        with pytest.raises(CharlmError) as e:
+            lm.sample(**kwargs)
+        assert said in str(e.value) and "--" not in str(e.value)
+    with pytest.raises(ModelFileError) as e, as_flags({"label", "top_k"}):
+        raise ModelFileError("runs/label.safetensors", "label must be a string; top_k. top_kk label-smoothing")
+    assert str(e.value) == ("runs/label.safetensors: not a usable charlm model: --label must be a string; "
+                            "--top-k. top_kk label-smoothing")
+
+
 @pytest.mark.parametrize("args,fragment", [
     (["--batch-size", "0"], "--batch-size"), (["--seq-len", "0"], "--seq-len"), (["--dropout", "1"], "--dropout"),
     (["--dropout", "-0.1"], "--dropout"), (["--lr", "0"], "--lr"), (["--clip", "-1"], "--clip"),

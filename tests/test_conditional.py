@@ -172,9 +172,19 @@ def test_labels_are_required_and_checked(files, tmp_path):
     out = tmp_path / "g.safetensors"
     ok(invoke("train", files / "train.tsv", "--labeled", "--condition", "state", "--valid", files / "valid.tsv",
               "-o", out, "--hidden", "8", "--layers", "1", "--max-steps", "3", "--threads", "1", "-q"))
-    one_line_error(invoke("sample", "-m", out), "conditioned on labels: give --label", "Bergish")
+    one_line_error(invoke("sample", "-m", out), "conditioned on labels: --label must be one of", "Bergish")
     one_line_error(invoke("sample", "-m", out, "--label", "Martian"), "--label 'Martian'", "Kalo")
     one_line_error(invoke("sample", "-m", out, "--label", "Kalo", "--beam", "3"), "--beam", "initial state")
+    one_line_error(invoke("score", "-m", out, "--label", "Kalo", "--per-token", "kalo"), "--per-token", "initial state")
+    from charlm.errors import CharlmError
+    from charlm.lm import LanguageModel
+    lm = LanguageModel.load(out)               # the library names its arguments, not the command's options
+    for call, said in ((lambda: lm.sample(label="Martian"), "label 'Martian'"),
+                       (lambda: lm.sample(label="Kalo", beam=3), "beam: not for"),
+                       (lambda: lm.score(["kalo"], per_token=True, label="Kalo"), "per_token: not for")):
+        with pytest.raises(CharlmError, match=said) as e:
+            call()
+        assert "--" not in str(e.value).split("(")[0]
     plain = tmp_path / "p.safetensors"
     text = tmp_path / "t.txt"
     text.write_text("kalomi bergot\n" * 200, encoding="utf-8")
