@@ -183,13 +183,14 @@ def pick(cls, values: dict, **overrides):
 def as_flags(names):
     """Inside it, a CharlmError that names any of the Python parameters `names` (top_k) says the
     command-line options instead (--top-k): the library speaks of its arguments, a command of the options
-    they came from. A name inside a path or a longer word (label.tsv, --labeled) is left alone."""
+    they came from. A name inside a path, a longer word or quotes (label.tsv, --labeled, 'label') is left
+    alone."""
     from charlm.errors import CharlmError
     try:
         yield
     except CharlmError as e:
         given = sorted(names, key=len, reverse=True)
         if given:
-            pattern = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, given)) + r")(?![\w/-]|\.\w)")
+            pattern = re.compile(r"(?<![\w./'-])(" + "|".join(map(re.escape, given)) + r")(?![\w/'-]|\.\w)")
             e.args = (pattern.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(e)),)
         raise

@@ -499,9 +499,9 @@ def test_the_library_names_its_arguments_and_the_command_its_options(models):
             lm.sample(**kwargs)
         assert said in str(e.value) and "--" not in str(e.value)
     with pytest.raises(ModelFileError) as e, as_flags({"label", "top_k"}):
-        raise ModelFileError("runs/label.safetensors", "label must be a string; top_k. top_kk label-smoothing")
+        raise ModelFileError("runs/label.safetensors", "label must be a string; top_k. top_kk label-smoothing 'top_k'")
     assert str(e.value) == ("runs/label.safetensors: not a usable charlm model: --label must be a string; "
-                            "--top-k. top_kk label-smoothing")
+                            "--top-k. top_kk label-smoothing 'top_k'")
 
 
 @pytest.mark.parametrize("args,fragment", [
