@@ -67,6 +67,16 @@ def batches(lengths, batch_size: int, seed: int = 0, epoch: int = 0, max_tokens:
     return [out[i] for i in rng.permutation(len(out))]
 
 
+def labeled_batches(lengths, labels, class_sampling: str, batch_size: int, seed: int = 0,
+                    epoch: int = 0) -> list[np.ndarray]:
+    """The batches of one epoch of labeled sequences as a --class-sampling value asks: each sequence once
+    (`batches`) for none (q = 1), else drawn with replacement by label (`sampled_batches` with q)."""
+    q = sampling_power(class_sampling)
+    if q == 1.0:
+        return batches(lengths, batch_size, seed, epoch)
+    return sampled_batches(lengths, labels, q, batch_size, seed, epoch)
+
+
 def sampled_batches(lengths, labels, power: float, batch_size: int, seed: int = 0, epoch: int = 0,
                     max_tokens: int = 0) -> list[np.ndarray]:
     """The batches of one epoch of len(lengths) sequences drawn with replacement, sequence i with

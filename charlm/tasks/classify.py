@@ -26,6 +26,8 @@ from charlm.vocab import Vocab, normalize
 
 SELECTS = ("accuracy", "macro_f1")
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
+
+
 @dataclass(frozen=True)
 class ClassifyTrainConfig(RunConfig):
     """The classifier's training options: the engine's, and how its batches and loss are made."""
@@ -160,12 +162,8 @@ class ClassifyTask:
     def _batches(self, epoch):
         if self._epoch_batches[0] != epoch:
             tc = self.tc
-            q = sampling_power(tc.class_sampling)
-            if q == 1.0:                                # the data as it is, each line once
-                b = buckets.batches(self.lengths, tc.batch_size, tc.seed, epoch)
-            else:
-                b = buckets.sampled_batches(self.lengths, self.data.train_y, q, tc.batch_size, tc.seed, epoch)
-            self._epoch_batches = (epoch, b)
+            self._epoch_batches = (epoch, buckets.labeled_batches(self.lengths, self.data.train_y, tc.class_sampling,
+                                                                  tc.batch_size, tc.seed, epoch))
         return self._epoch_batches[1]
 
     def step(self, P, epoch, position, rng):

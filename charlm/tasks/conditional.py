@@ -73,12 +73,9 @@ class ConditionalLMTask:
     def _batches(self, epoch):
         if self._epoch_batches[0] != epoch:
             tc = self.tc
-            q = sampling_power(getattr(tc, "class_sampling", "none"))
-            if q == 1.0:                                # the data as it is, each line once
-                b = buckets.batches(self.lengths, tc.batch_size, tc.seed, epoch)
-            else:
-                b = buckets.sampled_batches(self.lengths, self.data.train_y, q, tc.batch_size, tc.seed, epoch)
-            self._epoch_batches = (epoch, b)
+            sampling = getattr(tc, "class_sampling", "none")
+            self._epoch_batches = (epoch, buckets.labeled_batches(self.lengths, self.data.train_y, sampling,
+                                                                  tc.batch_size, tc.seed, epoch))
         return self._epoch_batches[1]
 
     def step(self, P, epoch, position, rng):
