@@ -17,6 +17,10 @@ def _dumps(obj) -> str:
 from charlm.options import class_sampling_option, model_options, optimizer_options, pick, run_options, tokenizer_options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+models_option = click.option(
+    "-m", "--model", "model_path", multiple=True, default=["classifier.safetensors"], show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Classifier file; -m A -m B ... classify with their ensemble (the mean of the probabilities).")
 
 
 @click.group(context_settings=CONTEXT)
@@ -146,9 +150,7 @@ def _texts(texts, file):
 
 @classify.command(context_settings=CONTEXT)
 @click.argument("texts", nargs=-1)
-@click.option("-m", "--model", "model_path", multiple=True, default=["classifier.safetensors"], show_default=True,
-              type=click.Path(dir_okay=False),
-              help="Classifier file; -m A -m B ... classify with their ensemble (the mean of the probabilities).")
+@models_option
 @click.option("-f", "--file", type=click.Path(), default=None, help="Classify each line of this file.")
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Show the K best labels.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
@@ -187,9 +189,7 @@ def _printable(text: str) -> str:
 
 @classify.command(context_settings=CONTEXT)
 @click.argument("test", type=click.Path())
-@click.option("-m", "--model", "model_path", multiple=True, default=["classifier.safetensors"], show_default=True,
-              type=click.Path(dir_okay=False),
-              help="Classifier file; -m A -m B ... classify with their ensemble (the mean of the probabilities).")
+@models_option
 @click.option("--format", "format", type=click.Choice(["auto", "tsv", "fasttext"]), default="auto", show_default=True)
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
