@@ -14,13 +14,18 @@ def _dumps(obj) -> str:
     from charlm.cli import _dumps as dumps
     return dumps(obj)
 
-from charlm.options import class_sampling_option, model_options, optimizer_options, pick, run_options, tokenizer_options
+from charlm.options import (class_sampling_option, model_options, optimizer_options, pick, run_options,
+                            threads_option, tokenizer_options)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 models_option = click.option(
     "-m", "--model", "model_path", multiple=True, default=["classifier.safetensors"], show_default=True,
     type=click.Path(dir_okay=False),
     help="Classifier file; -m A -m B ... classify with their ensemble (the mean of the probabilities).")
+prior_correction_option = click.option(
+    "--prior-correction", "prior_correction", type=float, default=0.0, show_default=True, metavar="TAU",
+    help="Divide p(label | text) by p(label)^TAU (the training labels' shares) and renormalise: TAU > 0 "
+         "favours small labels (logit adjustment; tune TAU on validation data).")
 
 
 @click.group(context_settings=CONTEXT)
@@ -154,11 +159,9 @@ def _texts(texts, file):
 @click.option("-f", "--file", type=click.Path(), default=None, help="Classify each line of this file.")
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Show the K best labels.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
-@click.option("--prior-correction", "prior_correction", type=float, default=0.0, show_default=True, metavar="TAU",
-              help="Divide p(label | text) by p(label)^TAU (the training labels' shares) and renormalise: "
-                   "TAU > 0 favours small labels (logit adjustment; tune TAU on validation data).")
+@prior_correction_option
 @click.option("--quiet", "-q", is_flag=True, help="No throughput line on stderr.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the kernels.")
+@threads_option
 def predict(texts, model_path, file, top_k, prior_correction, as_json, quiet, threads):
     """The label of each text, with its probability: LABEL<TAB>P[<TAB>LABEL2<TAB>P2 ...]<TAB>TEXT.
 
@@ -194,11 +197,9 @@ def _printable(text: str) -> str:
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw the confusion matrix to this image file (needs matplotlib).")
-@click.option("--prior-correction", "prior_correction", type=float, default=0.0, show_default=True, metavar="TAU",
-              help="Divide p(label | text) by p(label)^TAU (the training labels' shares) and renormalise: "
-                   "TAU > 0 favours small labels (logit adjustment; tune TAU on validation data).")
+@prior_correction_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the kernels.")
+@threads_option
 def evaluate(test, model_path, format, encoding_errors, plot_path, prior_correction, as_json, threads):
     """Accuracy, macro-F1, per-label precision/recall/F1 and the confusion matrix on a labeled file."""
     from charlm.cli import set_threads
@@ -263,7 +264,7 @@ def report_text(r: dict) -> str:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--show", type=click.IntRange(min=0), default=3, show_default=True, help="Samples shown per label.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the kernels.")
+@threads_option
 def judge(model_path, judge_path, judge_prior, train_path, num_samples, temp, max_length, seed, show, as_json, threads):
     """How well a conditional language model generates for each label: samples per label, their novelty
     (the share not in the training texts) and the judge's accuracy (the share the judge classifier

@@ -7,6 +7,7 @@ import time
 import click
 
 from charlm.cellnames import CELL_KINDS
+from charlm.options import threads_option
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -32,11 +33,6 @@ def _json_option(f):
 def _plot_option(f):
     return click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
                         help="Draw the figure to this .png, .svg or .pdf file (needs matplotlib).")(f)
-
-
-def _threads_option(f):
-    return click.option("--threads", type=click.IntRange(min=1), default=None,
-                        help="CPU threads for the kernels (default: all cores).")(f)
 
 
 def _measure_options(f):
@@ -70,7 +66,7 @@ def _emit(obj):
               help="Picks the end positions (and --init's weights).")
 @_json_option
 @_plot_option
-@_threads_option
+@threads_option
 @click.pass_context
 def gradients(ctx, text, model_path, init_cell, hidden, layers, span, positions, warmup, seed, as_json,
               plot_path, threads):
@@ -159,7 +155,7 @@ ALL_CELLS = ",".join(CELL_KINDS)
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages.")
 @_json_option
 @_plot_option
-@_threads_option
+@threads_option
 def compare(text, cells, time_budget, clips, hidden, layers, batch_size, seq_len, lr, out_dir, span, positions,
             warmup, seed, quiet, as_json, plot_path, threads):
     """Train each cell on TEXT with the same size and budget, then compare their gradient curves.
@@ -246,7 +242,7 @@ def _lengths(text: str) -> list[int]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages.")
 @_json_option
 @_plot_option
-@_threads_option
+@threads_option
 def long_range(task, lengths, cells, time_budget, hidden, batch_size, lr, clip, seed, out_dir, quiet, as_json,
                plot_path, threads):
     """Train each cell at each length on a task whose answer lies far back, and report success by length.

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from charlm.options import model_options, optimizer_options, pick, run_options
+from charlm.options import model_options, optimizer_options, pick, run_options, threads_option
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 LEVEL = click.Choice(["char", "word"])
@@ -147,7 +147,7 @@ def decode_options(f):
                           "an error."),
         click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
                      help="Rows decoded together (inputs x beam)."),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the kernels."),
+        threads_option,
     ]):
         f = option(f)
     return f

@@ -9,7 +9,7 @@ import time
 
 import click
 
-from charlm.options import model_options, optimizer_options, pick, run_options
+from charlm.options import model_options, optimizer_options, pick, run_options, threads_option
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 FORMAT_HELP = "conllu: CoNLL-U (10 columns); conll: TOKEN<TAB>TAG; auto: detected from the first lines."
@@ -144,7 +144,7 @@ def _finite(v):
               help="Sentences per batch (similar lengths together).")
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No throughput line on stderr.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the kernels.")
+@threads_option
 def predict(file, model_path, format, column, as_json, batch_size, encoding_errors, quiet, threads):
     """Tag FILE (or standard input, -).
 
@@ -208,7 +208,7 @@ def _detect(text: str) -> str:
               help="Show this many most frequent confusions.")
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the kernels.")
+@threads_option
 def evaluate(gold, model_path, format, column, spans, confusions, encoding_errors, as_json, threads):
     """Token accuracy (all, words seen and unseen in training), per-tag precision/recall/F1, the most
     frequent confusions, and BIO span figures on a tagged file."""
